@@ -1,0 +1,48 @@
+# whylake — `make demo` runs the main job on the embedded default; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip check
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install whylake with pinned dependencies
+
+demo: setup ## Train demo models, generate a day of logs, run the batch job, audit it
+	$(VENV)/bin/whylake demo
+
+test: setup ## Run the whole suite (unit + integration)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: setup ## ruff + mypy on the pure packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy schemas transforms/sampling
+
+bench: bench-batch bench-explainers ## Run every benchmark (figures in bench/results/)
+
+bench-batch: setup ## 1M records through the batch job, 2% explained -> bench/results/batch.json
+	$(PY) -m bench.batch
+
+bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/explainers.json
+	$(PY) -m bench.explainers
+
+clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
+	rm -rf .whylake
+
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers clean

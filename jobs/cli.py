@@ -1,0 +1,180 @@
+"""The whylake command line: batch job, tenant-scoped SQL, reconstruction, runs, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="whylake: an audit trail of why each sampled prediction came out as it did.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "schemas/policies/default.yaml")
+Home = Annotated[Optional[Path], typer.Option(
+    "--home", envvar="WHYLAKE_HOME",
+    help="Embedded catalog + warehouse folder (default ./.whylake); ignored when pyiceberg's "
+         "config (~/.pyiceberg.yaml or PYICEBERG_CATALOG__WHYLAKE__*) names the catalog.")]
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO-8601 time, e.g. "
+                                 "2026-11-21T12:00:00Z") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _catalog(home: Path | None):  # type: ignore[no-untyped-def]
+    from lake.catalog import CatalogConfig, ensure_tables, open_catalog
+
+    catalog = open_catalog(CatalogConfig(home=home))
+    ensure_tables(catalog)
+    return catalog
+
+
+@app.command()
+def batch(
+    input: Annotated[list[str], typer.Option("--input", "-i",
+                                             help="JSONL/Parquet paths or globs (repeatable)")],
+    day: Annotated[Optional[str], typer.Option("--date", help="Only this UTC day, YYYY-MM-DD")] = None,
+    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's records")] = None,
+    runner: Annotated[str, typer.Option(help="Beam runner: FnApiRunner (local, default), "
+                                             "FlinkRunner, DataflowRunner, SparkRunner, ...")] = "FnApiRunner",
+    runner_arg: Annotated[Optional[list[str]], typer.Option(
+        "--runner-arg", help="Extra Beam pipeline option, e.g. --runner-arg=--flink_master=host:8081")] = None,
+    policy: Annotated[str, typer.Option(help="Sampling policy YAML")] = DEFAULT_POLICY,
+    registry: Annotated[Optional[Path], typer.Option(help="Model registry folder "
+                                                     "(default <home>/models)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
+    ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
+    shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
+    home: Home = None,
+) -> None:
+    """Explain a day of inference logs and append the records to Iceberg."""
+    from jobs.batch_job import run_batch
+    from lake.catalog import CatalogConfig, default_home
+    from pipelines.batch import BatchJobConfig
+    from transforms.explainers.records import ExplainConfig
+    from transforms.sampling.policy import load_policies
+
+    home_dir = (home or default_home()).resolve()
+    config = BatchJobConfig(
+        inputs=tuple(input), registry_root=str(registry or home_dir / "models"),
+        policies=load_policies(policy), catalog=CatalogConfig(home=home_dir),
+        explain=ExplainConfig(ig_steps=ig_steps, shap=shap),
+        day=date.fromisoformat(day) if day else None, tenant=tenant, device=device,
+        runner=runner, runner_args=tuple(runner_arg or ()))
+    summary = run_batch(config, console=console)
+    if summary.status == "failed":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SELECT over explanations / dead_letters")],
+    tenant: Annotated[str, typer.Option(help="The tenant whose rows the query may see")],
+    as_of: Annotated[Optional[str], typer.Option(help="Time travel: the tables as of this time")] = None,
+    snapshot_id: Annotated[Optional[int], typer.Option(help="Time travel: this snapshot")] = None,
+    output: Annotated[str, typer.Option(help="table, json or csv")] = "table",
+    home: Home = None,
+) -> None:
+    """Run one read-only SQL query (DuckDB) scoped to one tenant."""
+    from lake.audit import run_tenant_sql
+
+    result = run_tenant_sql(_catalog(home), tenant, query,
+                            as_of=_parse_time(as_of) if as_of else None, snapshot_id=snapshot_id)
+    _print_arrow(result, output)
+
+
+@app.command()
+def reconstruct(
+    tenant: Annotated[str, typer.Option(help="The tenant that owns the request")],
+    request_id: Annotated[str, typer.Option(help="The request to reconstruct")],
+    as_of: Annotated[Optional[str], typer.Option(help="The record as it stood at this time")] = None,
+    snapshot_id: Annotated[Optional[int], typer.Option(help="... or at this snapshot")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a one-page HTML report")] = None,
+    home: Home = None,
+) -> None:
+    """Print an explanation record as it stood at a past time or snapshot, as JSON."""
+    from lake.reconstruct import reconstruct as rebuild
+    from lake.reconstruct import to_json
+
+    rec = rebuild(_catalog(home), tenant, request_id,
+                  as_of=_parse_time(as_of) if as_of else None, snapshot_id=snapshot_id)
+    typer.echo(to_json(rec))
+    if html:
+        from lake.report import write_html_report
+
+        write_html_report(rec, html)
+        console.print(f"[green]report written to {html}[/green]", highlight=False)
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option(help="How many runs, newest first")] = 20,
+    home: Home = None,
+) -> None:
+    """Show the run manifest."""
+    from lake.runs import list_runs
+
+    table = Table(title="whylake runs")
+    for col in ("run_id", "status", "started_at", "elapsed_s", "read", "invalid", "sampled",
+                "explained", "committed", "snapshots"):
+        table.add_column(col)
+    for r in list_runs(_catalog(home), limit):
+        table.add_row(r["run_id"], r["status"], r["started_at"].isoformat(timespec="seconds"),
+                      f"{r['elapsed_s']:.1f}", str(r["records_read"]), str(r["records_invalid"]),
+                      str(r["records_sampled"]), str(r["records_explained"]),
+                      str(r["records_committed"]), ",".join(map(str, r["snapshot_ids"])))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    per_tenant: Annotated[int, typer.Option(help="Records per tenant")] = 5000,
+    day: Annotated[Optional[str], typer.Option("--date", help="Day to generate (default yesterday)")] = None,
+    home: Home = None,
+) -> None:
+    """Train and register the demo models, generate a day of logs, run the job, show an audit."""
+    from jobs.demo import run_demo
+
+    run_demo(home, per_tenant, date.fromisoformat(day) if day else None, console)
+
+
+def _print_arrow(result, output: str) -> None:  # type: ignore[no-untyped-def]
+    rows = result.to_pylist()
+    if output == "json":
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if output == "csv":
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=result.column_names)
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    table = Table()
+    for name in result.column_names:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in result.column_names))
+    console.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("WHYLAKE_LOG", "WARNING"))
+    app()
+
+
+if __name__ == "__main__":
+    main()

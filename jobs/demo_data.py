@@ -1,0 +1,165 @@
+"""Generate a realistic day of inference logs for the demo tenants, scored by their real models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from jobs.demo_models import DEMO_TENANTS, DEMO_VERSION
+from registry.store import ModelRegistry
+from schemas.inference import INFERENCE_ARROW_SCHEMA
+
+TRUST_TIERS = np.array(["gold", "silver", "bronze"])
+
+
+@dataclass(frozen=True)
+class GeneratedDay:
+    """What the generator wrote: the files and how many records of each kind."""
+
+    paths: tuple[Path, ...]
+    records: int
+    malformed: int
+
+
+def _event_times(rng: np.random.Generator, day: date, n: int) -> np.ndarray:
+    """Seconds into the day with a diurnal peak in the afternoon, as traffic usually has."""
+    hours = np.clip(rng.normal(14.0, 4.0, n), 0.0, 23.999)
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    micros = (hours * 3_600_000_000).astype(np.int64)
+    return np.int64(start.timestamp() * 1_000_000) + micros
+
+
+def tenant_table(
+    registry: ModelRegistry, tenant: str, day: date, n: int, seed: int
+) -> pa.Table:
+    """n valid inference records for one tenant, features jittered around real data rows."""
+    load, _kind, model_id, _out, _desc = DEMO_TENANTS[tenant]
+    data = load()
+    model = registry.load(tenant, model_id, DEMO_VERSION)
+    rng = np.random.default_rng([seed, sum(tenant.encode())])
+    base = data.x[rng.integers(0, len(data.x), n)]
+    x = base + rng.normal(0.0, 0.05, base.shape) * data.x.std(axis=0)
+    lower, upper = data.x.min(axis=0), data.x.max(axis=0)
+    x = np.clip(x, lower, upper)
+    for j, name in enumerate(data.feature_names):
+        if name in data.integer:
+            x[:, j] = np.rint(base[:, j])
+    with torch.no_grad():
+        scores = model.module(torch.tensor(x, dtype=torch.float32)).double().numpy()
+    classify = data.task == "classification"
+    card = model.card
+    if classify:
+        confidence = np.maximum(scores, 1 - scores)
+        predicted = np.where(scores >= 0.5, card.positive_class, card.negative_class)
+    else:
+        confidence = np.full(n, np.nan)
+        predicted = np.full(n, None)
+    # The business's own risk score (fraud, exposure): mostly low, a thin tail above 0.9.
+    risk = rng.beta(2.0, 6.0, n)
+    tail = rng.random(n) < 0.003
+    risk[tail] = rng.uniform(0.9, 1.0, int(tail.sum()))
+    flags: list[list[str] | None] = []
+    r = rng.random((n, 3))
+    for a, b, c in r:
+        row = [f for f, hit in (("flagged", a < 0.004), ("disputed", b < 0.002),
+                                ("high_risk", c < 0.002)) if hit]
+        flags.append(row or None)
+    names = list(data.feature_names)
+    features = pa.MapArray.from_arrays(
+        pa.array(np.arange(0, (n + 1) * len(names), len(names)), pa.int32()),
+        pa.array(np.tile(names, n), pa.large_string()),
+        pa.array(x.ravel(), pa.float64()),
+    )
+    ids = [f"{tenant}-{day:%Y%m%d}-{i:08d}" for i in range(n)]
+    input_hash = [hashlib.sha256(row.tobytes()).hexdigest()[:32] for row in x]
+    cols = {
+        "tenant_id": pa.array([tenant] * n, pa.large_string()),
+        "request_id": pa.array(ids, pa.large_string()),
+        "event_ts": pa.array(_event_times(rng, day, n), pa.timestamp("us", tz="UTC")),
+        "model_id": pa.array([model_id] * n, pa.large_string()),
+        "model_version": pa.array([DEMO_VERSION] * n, pa.large_string()),
+        "features": features,
+        "score": pa.array(scores),
+        "predicted_class": pa.array(list(predicted), pa.large_string()),
+        "confidence": pa.array(confidence, from_pandas=True),
+        "label": pa.array([None] * n, pa.large_string()),
+        "user_id": pa.array([f"user-{k}" for k in rng.integers(0, 5000, n)], pa.large_string()),
+        "trust_tier": pa.array(TRUST_TIERS[rng.integers(0, 3, n)], pa.large_string()),
+        "flags": pa.array(flags, pa.large_list(pa.field("element", pa.large_string(), False))),
+        "risk_score": pa.array(risk),
+        "source_id": pa.array([f"demo-generator/{tenant}"] * n, pa.large_string()),
+        "input_hash": pa.array(input_hash, pa.large_string()),
+    }
+    return pa.Table.from_pydict(cols, schema=INFERENCE_ARROW_SCHEMA)
+
+
+def _jsonable(row: dict[str, object]) -> dict[str, object]:
+    out = dict(row)
+    out["event_ts"] = row["event_ts"].isoformat()  # type: ignore[union-attr]
+    out["features"] = dict(row["features"])  # type: ignore[arg-type]
+    if isinstance(out.get("confidence"), float) and math.isnan(out["confidence"]):  # type: ignore[arg-type]
+        out["confidence"] = None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def malformed_lines(tenant: str, day: date, valid: dict[str, object]) -> list[str]:
+    """Bad records of the kinds producers really emit, one of each, for the dead-letter path."""
+    broken_json = json.dumps(valid)[:60]
+    no_request = {k: v for k, v in valid.items() if k != "request_id"}
+    nan_feature = json.loads(json.dumps(valid))
+    first = next(iter(nan_feature["features"]))
+    nan_feature["features"][first] = float("nan")
+    nan_feature["request_id"] = f"{tenant}-{day:%Y%m%d}-nan-feature"
+    bad_score = dict(valid, request_id=f"{tenant}-{day:%Y%m%d}-bad-score", score="high")
+    unknown_model = dict(valid, request_id=f"{tenant}-{day:%Y%m%d}-unknown-model",
+                         model_version="999")
+    missing_feature = json.loads(json.dumps(valid))
+    missing_feature["features"].pop(first)
+    missing_feature["request_id"] = f"{tenant}-{day:%Y%m%d}-missing-feature"
+    bad_conf = dict(valid, request_id=f"{tenant}-{day:%Y%m%d}-bad-confidence", confidence=1.7)
+    return [broken_json, *(json.dumps(r) for r in (no_request, nan_feature, bad_score,
+                                                    unknown_model, missing_feature, bad_conf))]
+
+
+def generate_day(
+    registry: ModelRegistry, out_dir: Path, day: date, per_tenant: int, *, seed: int = 7,
+    parquet_tenants: tuple[str, ...] = ("globex",), with_malformed: bool = True,
+) -> GeneratedDay:
+    """Write one file per tenant: JSONL (with malformed lines mixed in) or Parquet."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, records, malformed = [], 0, 0
+    for tenant in DEMO_TENANTS:
+        table = tenant_table(registry, tenant, day, per_tenant, seed)
+        records += table.num_rows
+        if tenant in parquet_tenants:
+            path = out_dir / f"{tenant}-{day:%Y-%m-%d}.parquet"
+            pq.write_table(table, path)
+        else:
+            path = out_dir / f"{tenant}-{day:%Y-%m-%d}.jsonl"
+            rows = [_jsonable(r) for r in table.to_pylist()]
+            lines = [json.dumps(r) for r in rows]
+            if with_malformed:
+                bad = malformed_lines(tenant, day, rows[0])
+                # A producer retry logs the same request twice: it must be explained once.
+                bad.append(lines[1])
+                for k, line in enumerate(bad):
+                    lines.insert((k + 1) * len(lines) // (len(bad) + 1), line)
+                records += len(bad)
+                malformed += len(bad) - 1
+            path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return GeneratedDay(tuple(paths), records, malformed)
+
+
+def yesterday() -> date:
+    """The default day a scheduled batch job processes."""
+    return (datetime.now(timezone.utc) - timedelta(days=1)).date()

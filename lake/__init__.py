@@ -1,0 +1,1 @@
+"""The lakehouse audit store: Iceberg tables, idempotent commits, DuckDB audits, time travel."""

@@ -1,0 +1,43 @@
+"""Domain exceptions of whylake, one line each on what went wrong."""
+
+from __future__ import annotations
+
+
+class WhylakeError(Exception):
+    """Base of every whylake error."""
+
+
+class ModelNotFoundError(WhylakeError):
+    """The registry has no such tenant / model / version."""
+
+
+class RegistryIntegrityError(WhylakeError):
+    """A registered artifact does not match the sha256 its model card records."""
+
+
+class InvalidRecordError(WhylakeError):
+    """An inference record breaks its data contract."""
+
+
+class ExplanationCheckError(WhylakeError):
+    """An explanation failed its output checks (finiteness, completeness, schema)."""
+
+
+class TenantScopeError(WhylakeError):
+    """A query tried to leave the tenant it is scoped to."""
+
+
+class SnapshotNotFoundError(WhylakeError):
+    """No snapshot exists at the requested id or time."""
+
+
+class RecordNotFoundError(WhylakeError):
+    """No explanation record matches the request at the requested point in time."""
+
+
+class CommitRetriesExhaustedError(WhylakeError):
+    """An Iceberg commit kept conflicting with other writers after every retry."""
+
+
+class InputNotFoundError(WhylakeError):
+    """An input path or glob matched no file."""

@@ -1,0 +1,86 @@
+"""Check explanation records before they are committed: finite, complete, schema-conformant."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from schemas.dead_letter import dead_letter
+from schemas.errors import ExplanationCheckError
+from schemas.explanation import EXPLANATION_ARROW_SCHEMA
+
+DEAD = "dead_letters"
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """How far IG's completeness may miss f(x) - f(baseline), relative to that difference."""
+
+    run_id: str
+    max_relative_completeness_error: float = 0.05
+    min_absolute_tolerance: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_relative_completeness_error < 1:
+            raise ValueError("max_relative_completeness_error must be in (0, 1)")
+
+
+def check_record(record: Row, config: CheckConfig) -> None:
+    """Raise ExplanationCheckError saying what is wrong with a record, or return None."""
+    numbers = [record["prediction"], record["base_value"], record["completeness_error"],
+               record["stability"], *(a["value"] for a in record["attributions"])]
+    if not all(math.isfinite(v) for v in numbers):
+        raise ExplanationCheckError(f"{record['request_id']}: non-finite attribution or score")
+    delta = abs(record["prediction"] - record["base_value"])
+    tolerance = max(config.max_relative_completeness_error * delta, config.min_absolute_tolerance)
+    if record["completeness_error"] > tolerance:
+        raise ExplanationCheckError(
+            f"{record['request_id']}: completeness error {record['completeness_error']:.3g} "
+            f"exceeds {tolerance:.3g} (|f(x) - f(baseline)| = {delta:.3g}); raise ig_steps")
+    if not 0.0 < record["inclusion_probability"] <= 1.0:
+        raise ExplanationCheckError(
+            f"{record['request_id']}: inclusion probability {record['inclusion_probability']}")
+    # The schema check: Arrow refuses a missing required field or a wrong type.
+    try:
+        pa.Table.from_pylist([record], schema=EXPLANATION_ARROW_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
+        raise ExplanationCheckError(f"{record['request_id']}: breaks the schema: {exc}") from exc
+
+
+class CheckExplanations(beam.PTransform):  # type: ignore[type-arg]
+    """Pass records that hold up; dead-letter the rest with the reason (tag `dead_letters`)."""
+
+    def __init__(self, config: CheckConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, records: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return records | "CheckRecord" >> beam.ParDo(_CheckFn(self.config)).with_outputs(
+            DEAD, main="checked")
+
+
+class _CheckFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, config: CheckConfig) -> None:
+        self.config = config
+        self.rejected = Metrics.counter("whylake", "records_failed_check")
+
+    def process(self, record: Row) -> Iterator[Any]:
+        try:
+            check_record(record, self.config)
+        except ExplanationCheckError as exc:
+            self.rejected.inc()
+            yield pvalue.TaggedOutput(DEAD, dead_letter(
+                run_id=self.config.run_id, stage="check", error=exc,
+                record={k: v for k, v in record.items() if k != "attributions"},
+                source=record.get("source"), tenant_id=record.get("tenant_id"),
+                request_id=record.get("request_id")))
+            return
+        yield record

@@ -1,0 +1,117 @@
+"""Explain sampled records with Beam's RunInference and a whylake ModelHandler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+from schemas.dead_letter import DeadLetter, dead_letter
+from transforms.explainers.records import ExplainConfig, ModelBank
+from transforms.sampling.policy import SamplingPolicies
+
+DEAD = "dead_letters"
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExplainStageConfig:
+    """Where models come from, how rows are batched and which device explains them."""
+
+    registry_root: str
+    run_id: str
+    policies: SamplingPolicies
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    device: str | None = None  # None: cuda when the worker has one, else cpu
+    min_batch_size: int = 64
+    max_batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_batch_size <= self.max_batch_size:
+            raise ValueError("need 0 < min_batch_size <= max_batch_size")
+
+
+class _ExplainerModelHandler(ModelHandler[Row, Row, ModelBank]):
+    """RunInference loads one ModelBank per worker and hands it batches of sampled rows.
+
+    RunInference gives us what a hand-written DoFn would have to redo: one model per worker
+    process (shared across threads), batching with BatchElements, resource hints for GPU
+    workers and a dead-letter output for batches that raise.
+    """
+
+    def __init__(self, config: ExplainStageConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def load_model(self) -> ModelBank:
+        return ModelBank(self.config.registry_root, self.config.explain, self.config.policies,
+                         device=self.config.device)
+
+    def run_inference(self, batch: Sequence[Row], model: ModelBank,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[Row]:
+        return model.explain(batch, self.config.run_id)
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": self.config.min_batch_size,
+                "max_batch_size": self.config.max_batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return "whylake_explain"
+
+
+class ExplainSampledRecords(beam.PTransform):  # type: ignore[type-arg]
+    """Sampled rows -> explanation records; failures -> dead letters (tag `dead_letters`)."""
+
+    def __init__(self, config: ExplainStageConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
+        explained, failed = (
+            rows
+            | "RunExplainers" >> RunInference(_ExplainerModelHandler(self.config))
+            .with_exception_handling()
+        )
+        batch_failures = failed.failed_inferences | "BatchFailuresToDeadLetters" >> beam.FlatMap(
+            _batch_dead_letters, run_id=self.config.run_id)
+        routed = explained | "RouteRowFailures" >> beam.ParDo(
+            _RouteFailuresFn(self.config.run_id)).with_outputs(DEAD, main="explained")
+        dead = (routed[DEAD], batch_failures) | "MergeDeadLetters" >> beam.Flatten()
+        return {"explained": routed.explained, DEAD: dead}
+
+
+class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.explained = Metrics.counter("whylake", "records_explained")
+        self.failed = Metrics.counter("whylake", "records_failed_explain")
+
+    def process(self, record: Row) -> Iterator[Any]:
+        if "_error" in record:
+            self.failed.inc()
+            yield pvalue.TaggedOutput(DEAD, _row_dead_letter(record["_row"], record["_error"],
+                                                             self.run_id))
+        else:
+            self.explained.inc()
+            yield record
+
+
+def _row_dead_letter(row: Row, error: BaseException, run_id: str) -> DeadLetter:
+    printable = dict(row)
+    printable["features"] = dict(row.get("features") or [])
+    return dead_letter(run_id=run_id, stage="explain", error=error, record=printable,
+                       source=row.get("source_id"), tenant_id=row.get("tenant_id"),
+                       request_id=row.get("request_id"))
+
+
+def _batch_dead_letters(failure: tuple[Sequence[Row], BaseException],
+                        run_id: str) -> Iterator[DeadLetter]:
+    batch, error = failure
+    Metrics.counter("whylake", "records_failed_explain").inc(len(batch))
+    for row in batch:
+        yield _row_dead_letter(row, error, run_id)

@@ -1,0 +1,141 @@
+"""Validate inference batches against the Great Expectations suite and the model cards."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from registry.store import ModelRegistry
+from schemas.dead_letter import dead_letter
+from schemas.errors import ModelNotFoundError
+from schemas.model_card import ModelCard
+
+DEAD = "dead_letters"
+_SCALAR_COLUMNS = ("tenant_id", "request_id", "event_ts", "model_id", "model_version", "score",
+                   "confidence", "risk_score", "trust_tier")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Where the model cards live and which run the dead letters belong to."""
+
+    registry_root: str
+    run_id: str
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            raise ValueError("run_id must not be empty")
+
+
+class ValidateRecords(beam.PTransform):  # type: ignore[type-arg]
+    """Keep rows that pass the suite and match a registered model; dead-letter the rest.
+
+    Main output: PCollection[pa.RecordBatch]; tagged `dead_letters`: PCollection[DeadLetter].
+    """
+
+    def __init__(self, config: ValidateConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return batches | "CheckBatch" >> beam.ParDo(_ValidateFn(self.config)).with_outputs(
+            DEAD, main="valid")
+
+
+class _ValidateFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, config: ValidateConfig) -> None:
+        self.config = config
+        self.invalid = Metrics.counter("whylake", "records_invalid")
+        self.valid = Metrics.counter("whylake", "records_valid")
+
+    def setup(self) -> None:
+        from schemas.expectations import InferenceSuite
+
+        self.suite = InferenceSuite()
+        self.registry = ModelRegistry(Path(self.config.registry_root))
+        self.cards: dict[tuple[str, str, str], ModelCard | None] = {}
+
+    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        reasons: dict[int, list[str]] = defaultdict(list)
+        frame = batch.select(list(_SCALAR_COLUMNS)).to_pandas()
+        for failure in self.suite.validate(frame):
+            reasons[failure.index].append(f"{failure.expectation}({failure.column})")
+        for index, reason in self._check_features(batch).items():
+            reasons[index].append(reason)
+        if not reasons:
+            self.valid.inc(batch.num_rows)
+            yield batch
+            return
+        bad = sorted(reasons)
+        for index in bad:
+            row = batch.slice(index, 1).to_pylist()[0]
+            row["features"] = dict(row["features"])
+            yield pvalue.TaggedOutput(DEAD, dead_letter(
+                run_id=self.config.run_id, stage="validate", error="; ".join(reasons[index]),
+                error_type="ExpectationFailed", record=row, source=row.get("source_id"),
+                tenant_id=row.get("tenant_id"), request_id=row.get("request_id")))
+        self.invalid.inc(len(bad))
+        keep = np.ones(batch.num_rows, dtype=bool)
+        keep[bad] = False
+        self.valid.inc(int(keep.sum()))
+        if keep.any():
+            yield batch.filter(pa.array(keep))
+
+    def _card(self, key: tuple[str, str, str]) -> ModelCard | None:
+        if key not in self.cards:
+            try:
+                self.cards[key] = self.registry.card(*key)
+            except ModelNotFoundError:
+                self.cards[key] = None
+        return self.cards[key]
+
+    def _check_features(self, batch: pa.RecordBatch) -> dict[int, str]:
+        """Rows whose model is unknown, or whose features miss one the model needs."""
+        problems: dict[int, str] = {}
+        keys = pc.binary_join_element_wise(
+            batch["tenant_id"], batch["model_id"], batch["model_version"],
+            pa.scalar("\x1f", batch.schema.field("tenant_id").type))
+        features: pa.MapArray = batch["features"]
+        # .offsets index into the unsliced .keys/.items, so the three stay consistent.
+        offsets = features.offsets.to_numpy()
+        names = features.keys
+        not_finite = ~np.isfinite(features.items.to_numpy(zero_copy_only=False))
+        for key in pc.unique(keys).to_pylist():
+            if key is None:
+                continue
+            in_group = pc.equal(keys, key).to_numpy(zero_copy_only=False)
+            tenant, model_id, version = key.split("\x1f")
+            card = self._card((tenant, model_id, version))
+            if card is None:
+                for i in np.flatnonzero(in_group):
+                    problems[int(i)] = (f"model {model_id} version {version} is not registered "
+                                        f"for tenant {tenant}")
+                continue
+            wanted = pa.array(card.feature_names, names.type)
+            known = pc.is_in(names, value_set=wanted).to_numpy(zero_copy_only=False)
+            n_known = _per_row_sum(known, offsets)
+            n_bad = _per_row_sum(not_finite & known, offsets)
+            for i in np.flatnonzero(in_group & (n_known < len(card.feature_names))):
+                start, stop = offsets[i], offsets[i + 1]
+                have = set(names.slice(start, stop - start).to_pylist())
+                missing = [f for f in card.feature_names if f not in have]
+                problems[int(i)] = f"features missing for {model_id}/{version}: {missing}"
+            for i in np.flatnonzero(in_group & (n_bad > 0)):
+                problems.setdefault(int(i), "features must be finite numbers")
+        return problems
+
+
+def _per_row_sum(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-row count of true flags in a list column given its offsets."""
+    cumulative = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    return cumulative[offsets[1:]] - cumulative[offsets[:-1]]
