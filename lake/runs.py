@@ -10,12 +10,12 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 
 from lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
 from lake.commit import RUN_ID_PROPERTY, append_once
+from schemas.arrow import strict_table
 from schemas.run_manifest import RUN_ARROW_SCHEMA
 
 
@@ -80,7 +80,7 @@ def code_versions() -> str:
 
 def record_run(catalog: Catalog, record: RunRecord) -> None:
     """Append the manifest row once (keyed by run id)."""
-    row = pa.Table.from_pylist([record.__dict__], schema=RUN_ARROW_SCHEMA)
+    row = strict_table([record.__dict__], RUN_ARROW_SCHEMA)
     append_once(catalog, RUNS, row, key="run_id", scope=AlwaysTrue(), run_id=record.run_id,
                 batch_id=f"manifest:{record.run_id}")
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
+from schemas.arrow import strict_table
 from schemas.dead_letter import dead_letter
 from schemas.errors import ExplanationCheckError
 from schemas.explanation import EXPLANATION_ARROW_SCHEMA
@@ -50,8 +51,8 @@ def check_record(record: Row, config: CheckConfig) -> None:
             f"{record['request_id']}: inclusion probability {record['inclusion_probability']}")
     # The schema check: Arrow refuses a missing required field or a wrong type.
     try:
-        pa.Table.from_pylist([record], schema=EXPLANATION_ARROW_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
+        strict_table([record], EXPLANATION_ARROW_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError, ValueError) as exc:
         raise ExplanationCheckError(f"{record['request_id']}: breaks the schema: {exc}") from exc
 
 

@@ -21,6 +21,7 @@ from pyiceberg.expressions import (
 
 from lake.catalog import CatalogConfig, open_catalog
 from lake.commit import CommitConfig, CommitResult, append_once
+from schemas.arrow import strict_table
 
 Row = dict[str, Any]
 
@@ -97,7 +98,7 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
     def process(self, element: tuple[str, Iterable[Row]]) -> Iterator[CommitResult]:
         group, rows = element
         rows = sorted(rows, key=lambda r: r[self.config.key])
-        table = pa.Table.from_pylist(rows, schema=self.config.schema)
+        table = strict_table(rows, self.config.schema)
         # The batch id names the exact set of rows: a retry of the same group reuses it.
         digest = hashlib.sha256("\n".join(r[self.config.key] for r in rows).encode())
         result = append_once(
