@@ -40,12 +40,17 @@ def check_record(record: Row, config: CheckConfig) -> None:
                record["stability"], *(a["value"] for a in record["attributions"])]
     if not all(math.isfinite(v) for v in numbers):
         raise ExplanationCheckError(f"{record['request_id']}: non-finite attribution or score")
+    # Relative to the attributions' own scale: when large attributions cancel, |f(x) - f(x')|
+    # is small and would make any quadrature error look large.
     delta = abs(record["prediction"] - record["base_value"])
-    tolerance = max(config.max_relative_completeness_error * delta, config.min_absolute_tolerance)
+    mass = sum(abs(a["value"]) for a in record["attributions"])
+    tolerance = max(config.max_relative_completeness_error * max(delta, mass),
+                    config.min_absolute_tolerance)
     if record["completeness_error"] > tolerance:
         raise ExplanationCheckError(
             f"{record['request_id']}: completeness error {record['completeness_error']:.3g} "
-            f"exceeds {tolerance:.3g} (|f(x) - f(baseline)| = {delta:.3g}); raise ig_steps")
+            f"exceeds {tolerance:.3g} (|f(x) - f(baseline)| = {delta:.3g}, sum |attribution| = "
+            f"{mass:.3g}); raise ig_steps")
     if not 0.0 < record["inclusion_probability"] <= 1.0:
         raise ExplanationCheckError(
             f"{record['request_id']}: inclusion probability {record['inclusion_probability']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,20 +28,31 @@ def counterfactuals_for_rows(
         model.reference_rows,
         immutable=tuple(f.name for f in card.features if f.immutable),
         integer=tuple(f.name for f in card.features if f.type == "int"),
-        monotone=np.array([f.monotone for f in card.features]),
-        lower=np.array([-np.inf if f.lower is None else f.lower for f in card.features]),
-        upper=np.array([np.inf if f.upper is None else f.upper for f in card.features]),
+        monotone={f.name: f.monotone for f in card.features if f.monotone},
     )
+    # The card's declared bounds win over the reference sample's range where it gives them.
+    lower = np.array([s if f.lower is None else f.lower for f, s in zip(card.features, spec.lower)])
+    upper = np.array([s if f.upper is None else f.upper for f, s in zip(card.features, spec.upper)])
+    spec = replace(spec, lower=lower, upper=upper)
+    threshold = float(card.decision_threshold if card.decision_threshold is not None else 0.5)
+    searched, ref_scores = model.module, model.reference_scores
+    if card.task == "regression":
+        # The search crosses a probability threshold; a regression score crosses its own
+        # threshold exactly when sigmoid((f - t) / s) crosses 0.5 (a monotone map), so the
+        # search runs on that and every result is re-scored on the raw model below.
+        scale = float(np.std(model.reference_scores)) / 4 or 1.0
+        searched = _ThresholdProbability(model.module, threshold, scale)
+        ref_scores = 1 / (1 + np.exp(-(model.reference_scores - threshold) / scale))
+        threshold = 0.5
     cf_config = CounterfactualConfig(
-        threshold=float(card.decision_threshold if card.decision_threshold is not None else 0.5),
+        threshold=threshold,
         desired="flip",
         n_counterfactuals=config.counterfactuals_per_query,
         seed=config.seed,
     )
     results = generate_counterfactuals(
-        model.module, x[wanted], spec, cf_config,
-        reference_rows=model.reference_rows, reference_scores=model.reference_scores,
-        device=device,
+        searched, x[wanted], spec, cf_config,
+        reference_rows=model.reference_rows, reference_scores=ref_scores, device=device,
     )
     out: dict[int, tuple[str, list[Row] | None]] = {}
     for i, result in zip(wanted, results, strict=True):
@@ -49,7 +61,7 @@ def counterfactuals_for_rows(
                 "rank": rank,
                 "changes": [{"feature": f, "from_value": float(a), "to_value": float(b)}
                             for f, a, b in cf.changes],
-                "score": float(cf.score),
+                "score": _raw_score(model, cf.values, cf.score),
                 "valid": bool(cf.valid),
                 "proximity": float(cf.proximity),
                 "sparsity": int(cf.sparsity),
@@ -59,3 +71,23 @@ def counterfactuals_for_rows(
         ]
         out[i] = (result.status, rows or None)
     return out
+
+
+class _ThresholdProbability(torch.nn.Module):
+    """sigmoid((f(x) - threshold) / scale): a regression score as a probability of exceeding."""
+
+    def __init__(self, module: torch.nn.Module, threshold: float, scale: float) -> None:
+        super().__init__()
+        self.module, self.threshold, self.scale = module, threshold, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((self.module(x).reshape(-1) - self.threshold) / self.scale)
+
+
+def _raw_score(model: LoadedModel, values: np.ndarray, searched_score: float) -> float:
+    """The model's own output on a counterfactual (the searched score is only a proxy)."""
+    if model.card.task != "regression":
+        return float(searched_score)
+    with torch.no_grad():
+        out = model.module(torch.tensor(values[None, :], dtype=torch.float32))
+    return float(out.reshape(-1)[0])
