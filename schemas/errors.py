@@ -41,3 +41,7 @@ class CommitRetriesExhaustedError(WhylakeError):
 
 class InputNotFoundError(WhylakeError):
     """An input path or glob matched no file."""
+
+
+class DuckDBExtensionError(WhylakeError):
+    """DuckDB's iceberg/avro extensions could not be loaded from their PyPI packages."""

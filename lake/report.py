@@ -1,0 +1,434 @@
+"""A one-page, self-contained HTML report of a reconstructed explanation record."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lake.reconstruct import Reconstruction
+
+TOP_ATTRIBUTIONS = 12
+_RAISES, _LOWERS, _OTHERS = "#d9480f", "#1c7ed6", "#adb5bd"
+
+
+def write_html_report(reconstruction: Reconstruction, path: str | Path) -> Path:
+    """Write the report to `path` (UTF-8) and return it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(reconstruction), encoding="utf-8")
+    return target
+
+
+def render_html(reconstruction: Reconstruction) -> str:
+    """The report as one HTML string: inline CSS, the chart as a base64 PNG, no external asset."""
+    r = reconstruction.record
+    title = f"Explanation of request {r['request_id']} ({r['tenant_id']})"
+    sections = [
+        _header(reconstruction),
+        f'<p class="summary">{_e(r.get("summary"))}</p>',
+        '<div class="grid">',
+        _prediction(r),
+        _quality(r),
+        "</div>",
+        _attributions(r),
+        _counterfactuals(r),
+        '<div class="grid">',
+        _provenance(reconstruction),
+        _sampling(r),
+        "</div>",
+        _explainer(r),
+        _history(reconstruction),
+        _footer(r),
+    ]
+    body = "\n".join(s for s in sections if s)
+    return _PAGE.format(title=_e(title), css=_CSS, body=body)
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def _header(rec: Reconstruction) -> str:
+    r = rec.record
+    when = f"as of {_time(rec.as_of)} (requested)" if rec.as_of is not None else "current state"
+    flags = "".join(f'<span class="flag">{_e(f)}</span>' for f in r.get("flags") or [])
+    return (
+        f"<header><h1>Why request <code>{_e(r['request_id'])}</code> scored "
+        f"{_num(r.get('prediction'))}</h1>"
+        f'<p class="sub">Tenant <b>{_e(r["tenant_id"])}</b> · {when} · Iceberg snapshot '
+        f"<code>{_e(rec.snapshot_id)}</code> committed {_time(rec.snapshot_committed_at)}"
+        f"{' · ' + flags if flags else ''}</p></header>"
+    )
+
+
+def _prediction(r: dict[str, Any]) -> str:
+    prediction: Any = r.get("prediction")
+    base: Any = r.get("base_value")
+    delta = prediction - base if _finite(prediction) and _finite(base) else None
+    rows = [
+        ("Output", r.get("output_name")),
+        ("Prediction (re-scored)", _num(prediction)),
+        ("Logged score", _num(r.get("logged_score"))),
+        ("Base value", _num(base)),
+        ("Prediction − base", _num(delta, signed=True)),
+        ("Predicted class", r.get("predicted_class")),
+    ]
+    return _card("Prediction", _table_kv(rows))
+
+
+def _quality(r: dict[str, Any]) -> str:
+    rows = [
+        (
+            "Completeness error",
+            _num(r.get("completeness_error")),
+            "|sum of attributions − (prediction − base)|; near 0 is good",
+        ),
+        (
+            "Stability",
+            _num(r.get("stability")),
+            "1 = the top features keep their ranking across baselines / seeds",
+        ),
+        ("SHAP additivity error", _num(r.get("shap_additivity_error")), "when SHAP was computed"),
+        ("Score drift", _num(r.get("score_drift")), "|re-scored − logged score|"),
+    ]
+    body = "".join(
+        f"<tr><th>{_e(k)}</th><td><b>{_e(v)}</b><div class=note>{_e(n)}</div></td></tr>"
+        for k, v, n in rows
+    )
+    return _card("Quality of the explanation", f"<table class=kv>{body}</table>")
+
+
+def _attributions(r: dict[str, Any]) -> str:
+    attributions = list(r.get("attributions") or [])
+    if not attributions:
+        return _card("Attributions", "<p>No attributions were recorded.</p>")
+    # Output checks keep non-finite values out of the table, but a report must still render.
+    drawable = [a for a in attributions if _finite(a["value"])]
+    by_size = sorted(drawable, key=lambda a: (-abs(a["value"]), a["feature"]))
+    ordered = by_size + [a for a in attributions if not _finite(a["value"])]
+    total = sum(a["value"] for a in drawable)
+    chart = _chart_png(by_size[:TOP_ATTRIBUTIONS], by_size[TOP_ATTRIBUTIONS:]) if by_size else ""
+    shown = min(len(drawable), TOP_ATTRIBUTIONS)
+    skipped = len(attributions) - len(drawable)
+    caption = (
+        f"Top {shown} of {len(ordered)} features by the size of their contribution to "
+        f"{_e(r.get('output_name') or 'the score')}, measured from the base value. "
+        f'<span style="color:{_RAISES}">■</span> raises the score, '
+        f'<span style="color:{_LOWERS}">■</span> lowers it. '
+        f"Sum of all attributions: {_num(total, signed=True)}."
+        + (f" <b>{skipped} non-finite attributions are not drawn.</b>" if skipped else "")
+    )
+    rows = "".join(
+        f"<tr><td>{_e(a['feature'])}</td><td class=num>{_num(a.get('input_value'))}</td>"
+        f"<td class=num>{_num(a.get('baseline_value'))}</td>"
+        f"<td class=num>{_num(a['value'], signed=True)}</td></tr>"
+        for a in ordered
+    )
+    table = (
+        f"<details><summary>All {len(ordered)} attributions</summary><table class=grid-table>"
+        "<tr><th>Feature</th><th>Input</th><th>Baseline</th><th>Attribution</th></tr>"
+        f"{rows}</table></details>"
+    )
+    image = (
+        f'<img alt="Bar chart of the top {shown} attributions" src="data:image/png;base64,{chart}">'
+        if chart
+        else ""
+    )
+    return _card("What drove the prediction", f"{image}<p class=note>{caption}</p>{table}")
+
+
+def _counterfactuals(r: dict[str, Any]) -> str:
+    cfs = r.get("counterfactuals") or []
+    status = r.get("counterfactual_status")
+    if not cfs:
+        if status in (None, "not_requested"):
+            return ""
+        return _card(
+            "What would have changed the outcome", f"<p>Counterfactual search: {_e(status)}.</p>"
+        )
+    rows = []
+    for cf in sorted(cfs, key=lambda c: c.get("rank", 0)):
+        changes = "<br>".join(
+            f"{_e(c['feature'])}: {_num(c['from_value'])} → <b>{_num(c['to_value'])}</b>"
+            for c in cf.get("changes") or []
+        )
+        rows.append(
+            f"<tr><td class=num>{_e(cf.get('rank'))}</td><td>{changes}</td>"
+            f"<td class=num>{_num(cf.get('score'))}</td>"
+            f"<td>{'yes' if cf.get('valid') else '<b>no</b>'}</td>"
+            f"<td class=num>{_num(cf.get('proximity'))}</td>"
+            f"<td class=num>{_e(cf.get('sparsity'))}</td>"
+            f"<td class=num>{_num(cf.get('plausibility'))}</td></tr>"
+        )
+    table = (
+        "<table class=grid-table><tr><th>Rank</th><th>Changes</th><th>New score</th>"
+        "<th>Valid</th><th>Distance</th><th>Features changed</th><th>Plausibility</th></tr>"
+        f"{''.join(rows)}</table>"
+        "<p class=note>Valid: the model, re-scored on the changed input, reaches the target. "
+        "Distance: L1 scaled by each feature's median absolute deviation.</p>"
+    )
+    return _card("What would have changed the outcome", table)
+
+
+def _provenance(rec: Reconstruction) -> str:
+    r = rec.record
+    rows = [
+        ("Tenant", r.get("tenant_id")),
+        ("Request", r.get("request_id")),
+        ("Event time", _time(r.get("event_ts"))),
+        ("Explained at", _time(r.get("explained_at"))),
+        ("Run", r.get("run_id")),
+        ("Model", f"{r.get('model_id')} version {r.get('model_version')}"),
+        ("Model sha256", _Code(r.get("model_sha256"))),
+        ("Input sha256", _Code(r.get("input_hash"))),
+        ("Source", r.get("source")),
+        ("Policy version", r.get("policy_version")),
+        ("Snapshot", _Code(rec.snapshot_id)),
+        ("Snapshot committed", _time(rec.snapshot_committed_at)),
+    ]
+    return _card("Who, what, when", _table_kv(rows))
+
+
+def _sampling(r: dict[str, Any]) -> str:
+    rows = [
+        ("Policy", r.get("sampling_policy")),
+        ("Reason", r.get("sampling_reason")),
+        ("Inclusion probability", _num(r.get("inclusion_probability"))),
+        ("Estimator weight (1/p)", _num(r.get("ht_weight"))),
+        ("Stratum size", r.get("stratum_size")),
+    ]
+    note = (
+        "<p class=note>Why this prediction was explained. Weighting each sampled row by 1/p "
+        "gives unbiased totals over all predictions (Horvitz–Thompson).</p>"
+    )
+    return _card("Why it was sampled", _table_kv(rows) + note)
+
+
+def _explainer(r: dict[str, Any]) -> str:
+    rows = [
+        ("Method", r.get("explainer_method")),
+        ("Baseline", r.get("baseline_kind")),
+        ("Seed", r.get("seed")),
+        ("Device", r.get("device")),
+        ("Config sha256", _Code(r.get("explainer_config_hash"))),
+        ("Library versions", _Code(_compact_json(r.get("explainer_versions")))),
+    ]
+    config = _pretty_json(r.get("explainer_config"))
+    return _card(
+        "Explainer",
+        _table_kv(rows) + f"<p class=note>Configuration, as recorded:</p><pre>{_e(config)}</pre>",
+    )
+
+
+def _history(rec: Reconstruction) -> str:
+    if not rec.history:
+        return ""
+    current = rec.record.get("explanation_id")
+    rows = "".join(
+        f"<tr{' class=current' if h['explanation_id'] == current else ''}>"
+        f"<td>{_time(h['explained_at'])}</td><td>{_e(h['model_version'])}</td>"
+        f"<td>{_e(h['explainer_method'])}</td><td>{_e(h['run_id'])}</td>"
+        f"<td><code>{_e(str(h['explanation_id'])[:16])}…</code></td></tr>"
+        for h in rec.history
+    )
+    note = (
+        "Every explanation of this request visible in the snapshot, oldest first; the "
+        "highlighted one is shown above. Records are appended, never rewritten."
+    )
+    table = (
+        "<table class=grid-table><tr><th>Explained at</th><th>Model version</th>"
+        f"<th>Method</th><th>Run</th><th>Explanation id</th></tr>{rows}</table>"
+    )
+    return _card(f"History ({len(rec.history)})", f"{table}<p class=note>{note}</p>")
+
+
+def _footer(r: dict[str, Any]) -> str:
+    return (
+        f"<footer>Explanation id <code>{_e(r.get('explanation_id'))}</code> · schema version "
+        f"{_e(r.get('schema_version'))} · reconstructed by whylake from the Iceberg audit "
+        "table; the same snapshot always yields the same record.</footer>"
+    )
+
+
+# --- the chart ------------------------------------------------------------------------------
+
+
+def _chart_png(top: Sequence[dict[str, Any]], rest: Sequence[dict[str, Any]]) -> str:
+    labels = [_label(a) for a in top]
+    values = [float(a["value"]) for a in top]
+    colors = [_RAISES if v >= 0 else _LOWERS for v in values]
+    if rest:
+        labels.append(f"{len(rest)} other features")
+        values.append(sum(float(a["value"]) for a in rest))
+        colors.append(_OTHERS)
+    # Feature names are data: '$' must not start mathtext, and they are drawn as plain text.
+    with rc_context({"text.parse_math": False, "font.size": 10, "svg.fonttype": "none"}):
+        fig = Figure(figsize=(8.4, 0.42 * len(values) + 0.9), dpi=144)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        positions = list(range(len(values)))[::-1]  # the largest at the top
+        ax.barh(positions, values, color=colors, height=0.62)
+        ax.set_yticks(positions, labels)
+        ax.axvline(0, color="#343a40", linewidth=0.8)
+        # Room beyond the longest bar on each side for its value label.
+        low, high = min(0.0, *values), max(0.0, *values)
+        pad = 0.18 * ((high - low) or 1.0)
+        ax.set_xlim(low - pad if low < 0 else 0.0, high + pad if high > 0 else 0.0)
+        for y, v in zip(positions, values, strict=True):
+            ax.annotate(
+                _num(v, signed=True),
+                (v, y),
+                xytext=(4 if v >= 0 else -4, 0),
+                textcoords="offset points",
+                ha="left" if v >= 0 else "right",
+                va="center",
+                fontsize=9,
+                color="#212529",
+            )
+        ax.set_xlabel("attribution (contribution to the score)")
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.grid(axis="x", color="#e9ecef", linewidth=0.8)
+        ax.set_axisbelow(True)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        # No 'Software' metadata: the same record renders to the same bytes.
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _label(attribution: dict[str, Any], limit: int = 36) -> str:
+    name = str(attribution["feature"])
+    if len(name) > limit:
+        name = name[: limit - 1] + "…"
+    return f"{name} = {_num(attribution.get('input_value'))}"
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+
+class _Code(str):
+    """A value shown in monospace (hashes, ids)."""
+
+
+def _card(title: str, body: str) -> str:
+    return f"<section><h2>{_e(title)}</h2>{body}</section>"
+
+
+def _table_kv(rows: Iterable[tuple[str, Any]]) -> str:
+    cells = []
+    for key, value in rows:
+        if isinstance(value, _Code):
+            shown = f"<code class=hash>{_e(value)}</code>"
+        else:
+            shown = _e("—" if value is None or value == "" else value)
+        cells.append(f"<tr><th>{_e(key)}</th><td>{shown}</td></tr>")
+    return f"<table class=kv>{''.join(cells)}</table>"
+
+
+def _e(value: Any) -> str:
+    return escape("—" if value is None else str(value), quote=True)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(value: Any, *, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    if not _finite(value):
+        return str(value)
+    sign = "+" if signed else ""
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude < 1e-3 or magnitude >= 1e6):
+        return f"{value:{sign}.2e}"
+    return f"{value:{sign}.4g}"
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo else "")
+
+
+def _pretty_json(text: Any) -> str:
+    try:
+        return json.dumps(json.loads(text), indent=2, sort_keys=True)
+    except (TypeError, ValueError):
+        return "" if text is None else str(text)
+
+
+def _compact_json(text: Any) -> str:
+    try:
+        loaded = json.loads(text)
+    except (TypeError, ValueError):
+        return "" if text is None else str(text)
+    if isinstance(loaded, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(loaded.items()))
+    return json.dumps(loaded, sort_keys=True)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #212529; max-width: 1000px; margin: 24px auto; padding: 0 20px; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 15px; margin: 0 0 8px; color: #495057; text-transform: uppercase;
+     letter-spacing: .04em; }
+.sub { color: #495057; margin: 0; }
+.summary { font-size: 16px; background: #f1f3f5; border-left: 4px solid #495057;
+           padding: 10px 14px; margin: 16px 0; }
+section { border: 1px solid #dee2e6; border-radius: 6px; padding: 12px 16px; margin: 12px 0; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 0 12px; }
+.grid > section { margin: 6px 0; }
+table { border-collapse: collapse; width: 100%; }
+.kv th { text-align: left; font-weight: 600; color: #495057; padding: 3px 12px 3px 0;
+         white-space: nowrap; vertical-align: top; width: 1%; }
+.kv td { padding: 3px 8px 3px 0; vertical-align: top; }
+.grid-table th, .grid-table td { border-bottom: 1px solid #e9ecef; padding: 4px 8px;
+                                 text-align: left; vertical-align: top; }
+.grid-table th { background: #f8f9fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.note { color: #6c757d; font-size: 12.5px; }
+td .note { margin-top: 1px; }
+code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+code.hash { word-break: break-all; }
+pre { background: #f8f9fa; padding: 8px; border-radius: 4px; font-size: 12px;
+      white-space: pre-wrap; word-break: break-word; margin: 4px 0 0; }
+img { width: 100%; height: auto; display: block; }
+tr.current td { background: #fff3bf; font-weight: 600; }
+.flag { background: #ffe3e3; color: #c92a2a; border-radius: 3px; padding: 0 6px;
+        margin-right: 4px; font-size: 12px; }
+details { margin-top: 8px; }
+footer { color: #868e96; font-size: 12px; margin: 16px 0 32px; }
+@media (max-width: 760px) { .grid { grid-template-columns: 1fr; } }
+@media print { section { break-inside: avoid; } }
+"""

@@ -1,0 +1,225 @@
+"""Tenant-scoped SQL: one tenant's rows only, whatever the SQL text tries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+import pytest
+
+from lake.audit import run_tenant_sql, single_select
+from lake.catalog import EXPLANATIONS
+from lake.reconstruct import committed_time
+from schemas.errors import SnapshotNotFoundError, TenantScopeError
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from tests.unit.lake.conftest import SeededLake
+
+
+def _rows(lake: SeededLake, sql: str, tenant: str = "acme", **kwargs: object) -> list[dict]:
+    return run_tenant_sql(lake.catalog, tenant, sql, **kwargs).to_pylist()  # type: ignore[arg-type]
+
+
+def test_a_tenant_sees_only_its_own_rows(seeded_lake: SeededLake) -> None:
+    acme = _rows(seeded_lake, "SELECT tenant_id, request_id FROM explanations ORDER BY ALL")
+    globex = _rows(seeded_lake, "FROM explanations SELECT DISTINCT tenant_id", tenant="globex")
+    assert {r["tenant_id"] for r in acme} == {"acme"}
+    assert [r["request_id"] for r in acme] == ["r-1", "r-1", "r-2", "r-3"]
+    assert globex == [{"tenant_id": "globex"}]
+    dead = _rows(seeded_lake, "SELECT tenant_id, count(*) AS n FROM dead_letters GROUP BY ALL")
+    assert dead == [{"tenant_id": "acme", "n": 1}]
+
+
+def test_an_unknown_tenant_sees_empty_relations(seeded_lake: SeededLake) -> None:
+    assert _rows(seeded_lake, "SELECT count(*) AS n FROM explanations", tenant="initech") == [
+        {"n": 0}
+    ]
+
+
+def test_runs_are_those_naming_the_tenant_without_other_tenants_figures(
+    seeded_lake: SeededLake,
+) -> None:
+    runs = run_tenant_sql(seeded_lake.catalog, "acme", "SELECT * FROM runs ORDER BY run_id")
+    assert runs.column("run_id").to_pylist() == ["run-1", "run-2"]  # run-3 was globex's only
+    # Counts, inputs, config and warnings of a run describe every tenant in it: not exposed.
+    for leaky in ("tenants", "inputs", "config", "warnings", "records_read", "snapshot_ids"):
+        assert leaky not in runs.column_names
+    # Instead: how many of this tenant's rows each run committed.
+    assert runs.column("explanation_rows").to_pylist() == [2, 2]
+    assert runs.column("dead_letter_rows").to_pylist() == [1, 0]
+
+
+def test_union_with_a_subquery_meant_for_another_tenant_finds_nothing(
+    seeded_lake: SeededLake,
+) -> None:
+    rows = _rows(
+        seeded_lake,
+        """
+        SELECT tenant_id, request_id FROM explanations
+        UNION ALL
+        SELECT tenant_id, request_id FROM (SELECT * FROM explanations WHERE tenant_id = 'globex')
+        UNION ALL
+        SELECT tenant_id, request_id FROM query_table('explanations') WHERE tenant_id <> 'acme'
+        """,
+    )
+    assert rows and {r["tenant_id"] for r in rows} == {"acme"}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1; DROP TABLE explanations",
+        "SELECT * FROM explanations; SELECT * FROM dead_letters",
+        # A second statement hidden after a comment is still a second statement to the parser.
+        "SELECT 1 /* harmless */ ; /* really */ SET enable_external_access = true",
+        "SELECT 1 -- trailing comment\n; ATTACH 'other.db' AS other",
+        "",
+        "-- only a comment",
+    ],
+)
+def test_anything_but_one_statement_is_rejected(sql: str) -> None:
+    with pytest.raises(TenantScopeError, match="exactly one SELECT"):
+        single_select(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE explanations",
+        "ATTACH '/tmp/other.db' AS other",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+        "PRAGMA enable_profiling",
+        "COPY explanations TO '/tmp/leak.csv'",
+        "COPY (SELECT 1) TO '/tmp/leak.parquet' (FORMAT parquet)",
+        "INSTALL httpfs",
+        "LOAD iceberg",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO explanations SELECT * FROM explanations",
+        "EXPORT DATABASE '/tmp/db'",
+        "CALL pragma_version()",
+        "EXPLAIN SELECT 1",
+    ],
+)
+def test_statements_that_are_not_a_select_are_rejected(sql: str) -> None:
+    with pytest.raises(TenantScopeError, match="may only read"):
+        single_select(sql)
+
+
+def test_a_comment_or_string_with_a_semicolon_is_one_statement(seeded_lake: SeededLake) -> None:
+    rows = _rows(seeded_lake, "SELECT 'a;b' AS s /* ; DROP TABLE x */ -- ; more")
+    assert rows == [{"s": "a;b"}]
+
+
+def test_reading_the_warehouse_files_directly_is_refused(seeded_lake: SeededLake) -> None:
+    table = seeded_lake.catalog.load_table(EXPLANATIONS)
+    warehouse = seeded_lake.home / "warehouse"
+    attempts = [
+        f"SELECT * FROM read_parquet('{warehouse}/**/*.parquet')",
+        f"SELECT * FROM '{warehouse}/whylake/explanations/data/tenant_id=globex/*/*.parquet'",
+        f"SELECT * FROM glob('{warehouse}/**')",
+        f"SELECT * FROM read_text('{seeded_lake.home}/catalog.db')",
+        f"SELECT * FROM read_csv('{seeded_lake.home}/catalog.db')",
+        "SELECT * FROM read_parquet('https://example.com/x.parquet')",
+    ]
+    for sql in attempts:
+        with pytest.raises(TenantScopeError, match="cannot read files"):
+            run_tenant_sql(seeded_lake.catalog, "acme", sql)
+    # The iceberg extension is not even loaded, and autoloading it is off.
+    with pytest.raises(duckdb.CatalogException, match="iceberg_scan"):
+        run_tenant_sql(
+            seeded_lake.catalog, "acme", f"SELECT * FROM iceberg_scan('{table.metadata_location}')"
+        )
+
+
+def test_python_objects_in_the_callers_scope_are_not_reachable(seeded_lake: SeededLake) -> None:
+    # DuckDB's replacement scans would otherwise read this Arrow table by its variable name.
+    other_tenants = seeded_lake.catalog.load_table(EXPLANATIONS).scan().to_arrow()  # noqa: F841
+    with pytest.raises(duckdb.CatalogException, match="other_tenants"):
+        run_tenant_sql(seeded_lake.catalog, "acme", "SELECT * FROM other_tenants")
+
+
+def test_settings_are_locked_and_external_access_is_off(seeded_lake: SeededLake) -> None:
+    settings = _rows(
+        seeded_lake,
+        """
+        SELECT name, value FROM duckdb_settings()
+        WHERE name IN ('enable_external_access', 'lock_configuration',
+                       'python_enable_replacements', 'autoload_known_extensions', 'TimeZone')
+        ORDER BY name
+        """,
+    )
+    assert {s["name"]: s["value"] for s in settings} == {
+        "TimeZone": "UTC",
+        "autoload_known_extensions": "false",
+        "enable_external_access": "false",
+        "lock_configuration": "true",
+        "python_enable_replacements": "false",
+    }
+
+
+def test_time_travel_by_time_and_by_snapshot(seeded_lake: SeededLake) -> None:
+    sql = "SELECT request_id, model_version FROM explanations ORDER BY ALL"
+    then = [("r-1", "1.0.0"), ("r-2", "1.0.0")]
+    now = [("r-1", "1.0.0"), ("r-1", "2.0.0"), ("r-2", "1.0.0"), ("r-3", "1.0.0")]
+
+    def pairs(**kwargs: object) -> list[tuple[str, str]]:
+        return [(r["request_id"], r["model_version"]) for r in _rows(seeded_lake, sql, **kwargs)]
+
+    assert pairs(as_of=seeded_lake.between) == then
+    assert pairs(snapshot_id=seeded_lake.first_snapshot_id) == then
+    assert pairs(snapshot_id=seeded_lake.second_snapshot_id) == now
+    assert pairs() == now
+
+
+def test_result_records_its_scope(seeded_lake: SeededLake) -> None:
+    result = run_tenant_sql(
+        seeded_lake.catalog,
+        "acme",
+        "SELECT count(*) AS n FROM explanations",
+        snapshot_id=seeded_lake.first_snapshot_id,
+    )
+    meta = {k.decode(): v.decode() for k, v in result.schema.metadata.items()}
+    assert meta["whylake.tenant-id"] == "acme"
+    assert meta["whylake.explanations-snapshot-id"] == str(seeded_lake.first_snapshot_id)
+
+
+def test_a_time_before_the_first_commit_is_an_error(seeded_lake: SeededLake) -> None:
+    first = seeded_lake.catalog.load_table(EXPLANATIONS).snapshot_by_id(
+        seeded_lake.first_snapshot_id
+    )
+    assert first is not None
+    before = committed_time(first) - timedelta(days=1)
+    with pytest.raises(SnapshotNotFoundError, match="earliest commit"):
+        run_tenant_sql(seeded_lake.catalog, "acme", "SELECT 1", as_of=before)
+
+
+def test_an_empty_lake_answers_with_empty_relations(lake_catalog: Catalog) -> None:
+    result = run_tenant_sql(
+        lake_catalog,
+        "acme",
+        "SELECT (SELECT count(*) FROM explanations) AS e, (SELECT count(*) FROM dead_letters) AS d,"
+        " (SELECT count(*) FROM runs) AS r;",
+    )
+    assert result.to_pylist() == [{"e": 0, "d": 0, "r": 0}]
+
+
+def test_the_database_holds_the_three_relations_and_nothing_else(
+    seeded_lake: SeededLake,
+) -> None:
+    tables = _rows(seeded_lake, "SELECT database_name, table_name FROM duckdb_tables() ORDER BY 2")
+    assert tables == [
+        {"database_name": "memory", "table_name": name}
+        for name in ("dead_letters", "explanations", "runs")
+    ]
+    assert _rows(seeded_lake, "SELECT count(*) AS n FROM duckdb_views() WHERE NOT internal") == [
+        {"n": 0}
+    ]
+    assert [r["name"] for r in _rows(seeded_lake, "SHOW TABLES")] == [
+        "dead_letters",
+        "explanations",
+        "runs",
+    ]

@@ -1,0 +1,83 @@
+"""The HTML report: self-contained, complete, and safe with hostile feature names."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from lake.reconstruct import Reconstruction, reconstruct
+from lake.report import render_html, write_html_report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from pyiceberg.catalog import Catalog
+
+    RowFactory = Callable[..., dict[str, Any]]
+    Committer = Callable[[Catalog, list[dict[str, Any]], str], int]
+
+HOSTILE = "<script>alert('x')</script> & $income$"
+
+
+def test_the_report_is_self_contained_and_names_the_record(
+    tmp_path: Path, lake_catalog: Catalog, make_row: RowFactory, commit_rows: Committer
+) -> None:
+    row = make_row(
+        "acme",
+        "req-<42>",
+        inputs={HOSTILE: 3.0, "debt_ratio": 0.35, "late_payments": 2.0},
+        counterfactuals=[
+            {
+                "rank": 0,
+                "score": 0.3,
+                "valid": True,
+                "proximity": 0.5,
+                "sparsity": 1,
+                "plausibility": 0.2,
+                "changes": [{"feature": HOSTILE, "from_value": 3.0, "to_value": 1.0}],
+            }
+        ],
+        flags=["disputed"],
+    )
+    commit_rows(lake_catalog, [row], "b-1")
+    rec = reconstruct(lake_catalog, "acme", "req-<42>")
+
+    path = write_html_report(rec, tmp_path / "out" / "report.html")
+    html = path.read_text(encoding="utf-8")
+
+    assert "req-&lt;42&gt;" in html and "req-<42>" not in html
+    assert row["model_sha256"] in html
+    assert str(rec.snapshot_id) in html
+    # Feature names are data: escaped wherever they appear, never markup.
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; $income$" in html
+    # One embedded PNG, nothing fetched from elsewhere.
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 1
+    assert base64.b64decode(images[0]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", html)
+    for text in ("integrated_gradients", "priority", "disputed", "What would have changed"):
+        assert text in html
+
+
+def test_the_same_record_renders_to_the_same_bytes(make_row: RowFactory) -> None:
+    rec = Reconstruction(make_row("acme", "r-1"), 7, datetime(2024, 6, 1, tzinfo=UTC), [])
+    assert render_html(rec) == render_html(rec)
+
+
+def test_a_sparse_record_still_renders(make_row: RowFactory) -> None:
+    record = make_row(
+        "acme",
+        "r-1",
+        attributions=[],
+        counterfactual_status="not_found",
+        predicted_class=None,
+        source=None,
+    )
+    html = render_html(Reconstruction(record, 7, datetime(2024, 6, 1, tzinfo=UTC), []))
+    assert "No attributions were recorded" in html
+    assert "not_found" in html
+    assert "data:image/png" not in html
