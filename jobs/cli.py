@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +19,7 @@ app = typer.Typer(help="whylake: an audit trail of why each sampled prediction c
 console = Console()
 
 DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "schemas/policies/default.yaml")
-Home = Annotated[Optional[Path], typer.Option(
+Home = Annotated[Path | None, typer.Option(
     "--home", envvar="WHYLAKE_HOME",
     help="Embedded catalog + warehouse folder (default ./.whylake); ignored when pyiceberg's "
          "config (~/.pyiceberg.yaml or PYICEBERG_CATALOG__WHYLAKE__*) names the catalog.")]
@@ -30,7 +31,7 @@ def _parse_time(value: str) -> datetime:
     except ValueError as exc:
         raise typer.BadParameter(f"{value!r} is not an ISO-8601 time, e.g. "
                                  "2026-11-21T12:00:00Z") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _catalog(home: Path | None):  # type: ignore[no-untyped-def]
@@ -45,16 +46,16 @@ def _catalog(home: Path | None):  # type: ignore[no-untyped-def]
 def batch(
     input: Annotated[list[str], typer.Option("--input", "-i",
                                              help="JSONL/Parquet paths or globs (repeatable)")],
-    day: Annotated[Optional[str], typer.Option("--date", help="Only this UTC day, YYYY-MM-DD")] = None,
-    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's records")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="Only this UTC day, YYYY-MM-DD")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's records")] = None,
     runner: Annotated[str, typer.Option(help="Beam runner: FnApiRunner (local, default), "
                                              "FlinkRunner, DataflowRunner, SparkRunner, ...")] = "FnApiRunner",
-    runner_arg: Annotated[Optional[list[str]], typer.Option(
+    runner_arg: Annotated[list[str] | None, typer.Option(
         "--runner-arg", help="Extra Beam pipeline option, e.g. --runner-arg=--flink_master=host:8081")] = None,
     policy: Annotated[str, typer.Option(help="Sampling policy YAML")] = DEFAULT_POLICY,
-    registry: Annotated[Optional[Path], typer.Option(help="Model registry folder "
+    registry: Annotated[Path | None, typer.Option(help="Model registry folder "
                                                      "(default <home>/models)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
     ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
     shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
     home: Home = None,
@@ -82,8 +83,8 @@ def batch(
 def sql(
     query: Annotated[str, typer.Argument(help="One SELECT over explanations / dead_letters")],
     tenant: Annotated[str, typer.Option(help="The tenant whose rows the query may see")],
-    as_of: Annotated[Optional[str], typer.Option(help="Time travel: the tables as of this time")] = None,
-    snapshot_id: Annotated[Optional[int], typer.Option(help="Time travel: this snapshot")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Time travel: the tables as of this time")] = None,
+    snapshot_id: Annotated[int | None, typer.Option(help="Time travel: this snapshot")] = None,
     output: Annotated[str, typer.Option(help="table, json or csv")] = "table",
     home: Home = None,
 ) -> None:
@@ -99,9 +100,9 @@ def sql(
 def reconstruct(
     tenant: Annotated[str, typer.Option(help="The tenant that owns the request")],
     request_id: Annotated[str, typer.Option(help="The request to reconstruct")],
-    as_of: Annotated[Optional[str], typer.Option(help="The record as it stood at this time")] = None,
-    snapshot_id: Annotated[Optional[int], typer.Option(help="... or at this snapshot")] = None,
-    html: Annotated[Optional[Path], typer.Option(help="Also write a one-page HTML report")] = None,
+    as_of: Annotated[str | None, typer.Option(help="The record as it stood at this time")] = None,
+    snapshot_id: Annotated[int | None, typer.Option(help="... or at this snapshot")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write a one-page HTML report")] = None,
     home: Home = None,
 ) -> None:
     """Print an explanation record as it stood at a past time or snapshot, as JSON."""
@@ -141,7 +142,7 @@ def runs(
 @app.command()
 def demo(
     per_tenant: Annotated[int, typer.Option(help="Records per tenant")] = 5000,
-    day: Annotated[Optional[str], typer.Option("--date", help="Day to generate (default yesterday)")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="Day to generate (default yesterday)")] = None,
     home: Home = None,
 ) -> None:
     """Train and register the demo models, generate a day of logs, run the job, show an audit."""
@@ -172,8 +173,24 @@ def _print_arrow(result, output: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    """Entry point: domain errors print one clear line and exit 2, never a traceback."""
+    import duckdb
+
+    from schemas.errors import WhylakeError
+
     logging.basicConfig(level=os.environ.get("WHYLAKE_LOG", "WARNING"))
-    app()
+    try:
+        app(standalone_mode=False)
+    except (WhylakeError, ValueError, duckdb.Error) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":

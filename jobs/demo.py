@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -59,9 +60,23 @@ def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Cons
         "'always:%' ORDER BY counterfactual_status = 'found' DESC, request_id LIMIT 1")
     request_id = flagged.column("request_id")[0].as_py()
     rec = reconstruct(catalog, "acme", request_id)
-    text = to_json(rec)
-    console.print(text if len(text) < 4000 else text[:4000] + "\n  … (truncated)",
-                  highlight=False, markup=False)
+    record = json.loads(to_json(rec))["record"]
+    top = sorted(record["attributions"], key=lambda a: -abs(a["value"]))[:5]
+    brief = {
+        "snapshot_id": rec.snapshot_id,
+        "explanations_of_this_request": len(rec.history),
+        **{k: record[k] for k in ("request_id", "event_ts", "model_id", "model_version",
+                                  "model_sha256", "prediction", "base_value",
+                                  "explainer_method", "completeness_error", "stability",
+                                  "sampling_reason", "ht_weight", "summary",
+                                  "counterfactual_status")},
+        "top_attributions": [{"feature": a["feature"], "value": round(a["value"], 5),
+                              "input_value": a["input_value"]} for a in top],
+        "closest_counterfactual": (record["counterfactuals"] or [None])[0],
+    }
+    console.print(f"whylake reconstruct --tenant acme --request-id {request_id}  (abridged; "
+                  "the command prints the whole record)", highlight=False)
+    console.print_json(json.dumps(brief, default=str))
     report = home / "reports" / f"acme-{request_id}.html"
     write_html_report(rec, report)
     console.print(f"HTML report: {report}", highlight=False)

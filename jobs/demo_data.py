@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ class GeneratedDay:
 def _event_times(rng: np.random.Generator, day: date, n: int) -> np.ndarray:
     """Seconds into the day with a diurnal peak in the afternoon, as traffic usually has."""
     hours = np.clip(rng.normal(14.0, 4.0, n), 0.0, 23.999)
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     micros = (hours * 3_600_000_000).astype(np.int64)
     return np.int64(start.timestamp() * 1_000_000) + micros
 
@@ -162,4 +162,4 @@ def generate_day(
 
 def yesterday() -> date:
     """The default day a scheduled batch job processes."""
-    return (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    return (datetime.now(UTC) - timedelta(days=1)).date()
