@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -113,7 +113,7 @@ class _KeepScopeFn(beam.DoFn):  # type: ignore[misc]
         if self.tenant is not None:
             keep = pc.equal(batch["tenant_id"], self.tenant)
         if self.day is not None:
-            start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=timezone.utc)
+            start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
             days = pc.floor_temporal(batch["event_ts"], unit="day")
             same = pc.equal(days, pa.scalar(start, batch.schema.field("event_ts").type))
             keep = same if keep is None else pc.and_(keep, same)
@@ -149,7 +149,7 @@ class RunOutcome:
 
 def run(config: BatchJobConfig) -> RunOutcome:
     """Run the pipeline to completion and collect its counters."""
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    started, t0 = datetime.now(UTC), time.perf_counter()
     p = beam.Pipeline(options=pipeline_options(config))
     build(p, config)
     result = p.run()
@@ -160,7 +160,7 @@ def run(config: BatchJobConfig) -> RunOutcome:
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted)
     return RunOutcome(config.run_id, counters, time.perf_counter() - t0, started,
-                      datetime.now(timezone.utc))
+                      datetime.now(UTC))
 
 
 def describe_json(config: BatchJobConfig) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -65,7 +65,7 @@ def dead_letter(
         error_type=error_type or (type(error).__name__ if isinstance(error, BaseException)
                                   else "InvalidRecord"),
         error_message=str(error)[:2000],
-        failed_at=datetime.now(timezone.utc),
+        failed_at=datetime.now(UTC),
         tenant_id=tenant_id or UNKNOWN_TENANT,
         request_id=request_id,
         source=source,

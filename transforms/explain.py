@@ -13,6 +13,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from schemas.dead_letter import DeadLetter, dead_letter
 from transforms.explainers.records import ExplainConfig, ModelBank
+from transforms.progress import report
 from transforms.sampling.policy import SamplingPolicies
 
 DEAD = "dead_letters"
@@ -98,6 +99,7 @@ class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
                                                              self.run_id))
         else:
             self.explained.inc()
+            report("explained", 1)
             yield record
 
 

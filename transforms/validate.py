@@ -19,6 +19,7 @@ from registry.store import ModelRegistry
 from schemas.dead_letter import dead_letter
 from schemas.errors import ModelNotFoundError
 from schemas.model_card import ModelCard
+from transforms.progress import report
 
 DEAD = "dead_letters"
 _SCALAR_COLUMNS = ("tenant_id", "request_id", "event_ts", "model_id", "model_version", "score",
@@ -74,6 +75,7 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
             reasons[index].append(reason)
         if not reasons:
             self.valid.inc(batch.num_rows)
+            report("validated", batch.num_rows)
             yield batch
             return
         bad = sorted(reasons)
@@ -88,6 +90,7 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[bad] = False
         self.valid.inc(int(keep.sum()))
+        report("validated", int(keep.sum()))
         if keep.any():
             yield batch.filter(pa.array(keep))
 

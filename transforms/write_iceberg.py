@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
@@ -70,7 +70,7 @@ def _group_key(row: Row, config: AppendConfig) -> str:
     tenant = row[config.tenant_field]
     if config.day_field is None:
         return tenant
-    day = row[config.day_field].astimezone(timezone.utc).date().isoformat()
+    day = row[config.day_field].astimezone(UTC).date().isoformat()
     return f"{tenant}/{day}"
 
 
@@ -79,7 +79,7 @@ def _scope(group: str, config: AppendConfig) -> BooleanExpression:
     tenant, _, day = group.partition("/")
     expr: BooleanExpression = EqualTo(config.tenant_field, tenant)
     if day and config.day_field:
-        start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+        start = datetime.fromisoformat(day).replace(tzinfo=UTC)
         window = And(GreaterThanOrEqual(config.day_field, start.isoformat()),
                      LessThan(config.day_field, (start + timedelta(days=1)).isoformat()))
         expr = And(expr, window)
