@@ -61,6 +61,10 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
                         f"({accounted})")
     if failed:
         warnings.append(f"{failed} sampled records could not be explained: see dead_letters")
+    lag = c.get("replica_lag", 0) if config.opensearch else None
+    if lag:
+        warnings.append(f"{lag} explanations are in Iceberg but not yet in OpenSearch: run "
+                        "`whylake replica backfill --since <day>` when it is reachable")
     record = RunRecord(
         run_id=config.run_id, job="batch",
         status="succeeded_with_warnings" if warnings else "succeeded",
@@ -74,7 +78,7 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
         records_already_present=c.get("whylake.explanations.already_present", 0),
         snapshot_ids=snapshots_of_run(catalog, config.run_id),
         elapsed_s=outcome.elapsed_s, config=describe_json(config), versions=code_versions(),
-        warnings=warnings)
+        warnings=warnings, replica_lag=lag)
     record_run(catalog, record)
     print_summary(record, c, console)
     return BatchSummary(record)
@@ -97,6 +101,9 @@ def print_summary(record: RunRecord, counters: dict[str, int], console: Console)
         ("already present (idempotent replay)", record.records_already_present),
         ("dead letters committed", counters.get("whylake.dead_letters.committed", 0)),
     ]
+    if record.replica_lag is not None:
+        rows.append(("replicated to OpenSearch", counters.get("replica_indexed", 0)))
+        rows.append(("replica lag", record.replica_lag))
     for what, count in rows:
         table.add_row(what, f"{count:,}")
     table.add_row("snapshot ids", ", ".join(map(str, record.snapshot_ids)) or "none (no new rows)")

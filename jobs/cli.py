@@ -58,6 +58,9 @@ def batch(
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
     ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
     shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
+    opensearch_url: Annotated[str | None, typer.Option(
+        envvar="WHYLAKE_OPENSEARCH_URL",
+        help="Hot replica (e.g. https://search:9200); auth/TLS from WHYLAKE_OPENSEARCH_*")] = None,
     home: Home = None,
 ) -> None:
     """Explain a day of inference logs and append the records to Iceberg."""
@@ -66,6 +69,7 @@ def batch(
     from pipelines.batch import BatchJobConfig
     from transforms.explainers.records import ExplainConfig
     from transforms.sampling.policy import load_policies
+    from transforms.write_opensearch import OpenSearchConfig
 
     home_dir = (home or default_home()).resolve()
     config = BatchJobConfig(
@@ -73,7 +77,8 @@ def batch(
         policies=load_policies(policy), catalog=CatalogConfig(home=home_dir),
         explain=ExplainConfig(ig_steps=ig_steps, shap=shap),
         day=date.fromisoformat(day) if day else None, tenant=tenant, device=device,
-        runner=runner, runner_args=tuple(runner_arg or ()))
+        runner=runner, runner_args=tuple(runner_arg or ()),
+        opensearch=OpenSearchConfig.from_env(opensearch_url))
     summary = run_batch(config, console=console)
     if summary.status == "failed":
         raise typer.Exit(code=1)
@@ -137,6 +142,76 @@ def runs(
                       str(r["records_sampled"]), str(r["records_explained"]),
                       str(r["records_committed"]), ",".join(map(str, r["snapshot_ids"])))
     console.print(table)
+
+
+replica = typer.Typer(help="The OpenSearch hot replica (rebuildable from Iceberg).",
+                      no_args_is_help=True)
+app.add_typer(replica, name="replica")
+OpenSearchUrl = Annotated[str | None, typer.Option(
+    "--opensearch-url", envvar="WHYLAKE_OPENSEARCH_URL", help="The replica's URL")]
+
+
+def _opensearch(url: str | None):  # type: ignore[no-untyped-def]
+    from transforms.write_opensearch import OpenSearchConfig
+
+    config = OpenSearchConfig.from_env(url)
+    if config is None:
+        raise typer.BadParameter("give --opensearch-url or set WHYLAKE_OPENSEARCH_URL")
+    return config
+
+
+@replica.command("retention")
+def replica_retention(
+    days: Annotated[int, typer.Option(help="Keep this many days")] = 30,
+    opensearch_url: OpenSearchUrl = None,
+) -> None:
+    """Delete replica indices older than --days (Iceberg keeps everything)."""
+    from lake.replica import retention
+
+    deleted = retention(_opensearch(opensearch_url), days)
+    console.print(f"deleted {len(deleted)} indices" + (": " + ", ".join(deleted) if deleted else ""))
+
+
+@replica.command("backfill")
+def replica_backfill(
+    since: Annotated[str, typer.Option(help="First event day to rebuild, YYYY-MM-DD")],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None,
+    opensearch_url: OpenSearchUrl = None,
+    home: Home = None,
+) -> None:
+    """Rebuild the replica from Iceberg for events since a day (idempotent)."""
+    from lake.replica import backfill
+
+    outcome = backfill(_catalog(home), _opensearch(opensearch_url), date.fromisoformat(since),
+                       tenant)
+    console.print(f"indexed {outcome.indexed:,} documents, {outcome.failed:,} failed"
+                  + (f" ({outcome.error})" if outcome.error else ""), highlight=False)
+    if outcome.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def search(
+    tenant: Annotated[str, typer.Option(help="The tenant whose explanations to search")],
+    request_id: Annotated[str | None, typer.Option(help="Exact request id")] = None,
+    feature: Annotated[str | None, typer.Option(help="Rows where this feature mattered")] = None,
+    min_abs_attribution: Annotated[float, typer.Option(help="... by at least this much")] = 0.0,
+    since: Annotated[str | None, typer.Option(help="Events from this time")] = None,
+    until: Annotated[str | None, typer.Option(help="Events before this time")] = None,
+    size: Annotated[int, typer.Option(help="At most this many")] = 20,
+    opensearch_url: OpenSearchUrl = None,
+) -> None:
+    """Search the hot replica (last 30 days), within one tenant."""
+    from lake.replica import SearchQuery
+    from lake.replica import search as run_search
+    from transforms.write_opensearch import check_tenant
+
+    hits = run_search(_opensearch(opensearch_url), SearchQuery(
+        tenant_id=check_tenant(tenant), request_id=request_id, feature=feature,
+        min_abs_attribution=min_abs_attribution,
+        since=_parse_time(since) if since else None, until=_parse_time(until) if until else None,
+        size=size))
+    typer.echo(json.dumps(hits, indent=2, sort_keys=True, default=str))
 
 
 @app.command()

@@ -27,6 +27,7 @@ from transforms.sample import SampleAndCountByPolicy, SampleConfig
 from transforms.sampling.policy import SamplingPolicies
 from transforms.validate import ValidateConfig, ValidateRecords
 from transforms.write_iceberg import AppendConfig, AppendToIceberg
+from transforms.write_opensearch import OpenSearchConfig, WriteToOpenSearch
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class BatchJobConfig:
     run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:12]}")
     batch_rows: int = 50_000
     runner_args: tuple[str, ...] = ()
+    opensearch: OpenSearchConfig | None = None  # the hot replica, when configured
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -59,6 +61,7 @@ class BatchJobConfig:
             "policy_version": self.policies.version, "explain": asdict(self.explain),
             "day": self.day.isoformat() if self.day else None, "tenant": self.tenant,
             "device": self.device, "runner": self.runner, "batch_rows": self.batch_rows,
+            "opensearch": self.opensearch.url if self.opensearch else None,
         }
 
 
@@ -76,19 +79,24 @@ def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollectio
         explain=config.explain, device=config.device))
     checked = explained["explained"] | "Check" >> CheckExplanations(
         CheckConfig(config.run_id, config.explain.max_relative_completeness_error))
-    commits = checked.checked | "AppendExplanations" >> AppendToIceberg(AppendConfig(
+    appended = checked.checked | "AppendExplanations" >> AppendToIceberg(AppendConfig(
         table=EXPLANATIONS, key="explanation_id", schema=EXPLANATION_ARROW_SCHEMA,
-        run_id=config.run_id, day_field="event_ts", catalog=config.catalog))
+        run_id=config.run_id, day_field="event_ts", catalog=config.catalog,
+        emit_rows=config.opensearch is not None))
+    commits = appended.commits
+    if config.opensearch is not None:
+        # Fed by rows whose Iceberg commit is durable: the replica never runs ahead.
+        _ = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(config.opensearch)
     dead = (
         (read.dead_letters, validated.dead_letters, explained["dead_letters"],
          checked.dead_letters)
         | "MergeDeadLetters" >> beam.Flatten()
         | "CountDead" >> beam.Map(_count, "dead_letters")
     )
-    dead_commits = dead | "AppendDeadLetters" >> AppendToIceberg(
+    dead_commits = (dead | "AppendDeadLetters" >> AppendToIceberg(
         AppendConfig(table=DEAD_LETTERS, key="dead_letter_id", schema=DEAD_LETTER_ARROW_SCHEMA,
                      run_id=config.run_id, catalog=config.catalog),
-        to_dict=lambda d: d._asdict())
+        to_dict=lambda d: d._asdict())).commits
     _ = commits | "ReportCommitted" >> beam.Map(
         lambda c: report("committed", c.rows_committed + c.rows_already_present))
     return {"commits": commits, "dead_letter_commits": dead_commits, "counts": sampled.counts}

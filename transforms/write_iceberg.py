@@ -11,6 +11,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -24,6 +25,7 @@ from lake.commit import CommitConfig, CommitResult, append_once
 from schemas.arrow import strict_table
 
 Row = dict[str, Any]
+ROWS = "rows"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class AppendConfig:
     day_field: str | None = None  # group (and dedupe) per tenant and day of this timestamp
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     commit: CommitConfig = field(default_factory=CommitConfig)
+    emit_rows: bool = False  # also output each group's rows once its commit is durable
 
     def __post_init__(self) -> None:
         if self.key not in self.schema.names:
@@ -47,7 +50,9 @@ class AppendConfig:
 class AppendToIceberg(beam.PTransform):  # type: ignore[type-arg]
     """Group rows per tenant (and day), then append each group idempotently in one snapshot.
 
-    Output: PCollection[CommitResult], one per group, for the run manifest.
+    Output: PCollection[CommitResult], one per group, for the run manifest; with
+    `emit_rows`, a tagged output `rows` carries every row of a group after its commit (new or
+    already present), so a replica written from it never runs ahead of Iceberg.
     """
 
     def __init__(self, config: AppendConfig, to_dict: Callable[[Any], Row] = dict) -> None:
@@ -62,7 +67,8 @@ class AppendToIceberg(beam.PTransform):  # type: ignore[type-arg]
             | "AsDict" >> beam.Map(to_dict)
             | "KeyByPartition" >> beam.Map(lambda r: (_group_key(r, config), r))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "CommitGroup" >> beam.ParDo(_AppendGroupFn(config))
+            | "CommitGroup" >> beam.ParDo(_AppendGroupFn(config)).with_outputs(
+                ROWS, main="commits")
         )
 
 
@@ -108,3 +114,6 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         self.committed.inc(result.rows_committed)
         self.present.inc(result.rows_already_present)
         yield result
+        if self.config.emit_rows:
+            for row in rows:
+                yield TaggedOutput(ROWS, row)
