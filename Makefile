@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
+INFRA := bash infra/services.sh
 
 .DEFAULT_GOAL := help
 
@@ -24,8 +25,11 @@ setup: $(STAMP) ## Create .venv and install whylake with pinned dependencies
 demo: setup ## Train demo models, generate a day of logs, run the batch job, audit it
 	$(VENV)/bin/whylake demo
 
-test: setup ## Run the whole suite (unit + integration)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup ## Whole suite; starts OpenSearch/Kafka/Flink if needed, stops what it started
+	@started=no; $(INFRA) status opensearch kafka >/dev/null 2>&1 || started=yes; \
+	$(MAKE) --no-print-directory up || exit $$?; \
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$started = yes ]; then $(INFRA) down; fi; exit $$rc
 
 test-unit: setup ## Unit tests only
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -42,7 +46,21 @@ bench-batch: setup ## 1M records through the batch job, 2% explained -> bench/re
 bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/explainers.json
 	$(PY) -m bench.explainers
 
+up: setup ## Fetch pinned servers (.infra/cache) and start OpenSearch + Kafka on 127.0.0.1
+	$(INFRA) fetch opensearch kafka flink
+	$(INFRA) up opensearch kafka
+
+up-all: up ## Also build Prism (Go module proxy) and start a long-running Flink job server
+	$(INFRA) fetch prism
+	$(INFRA) up flink
+
+down: ## Stop the local services
+	$(INFRA) down
+
+status: ## pid, port, health and memory of each local service
+	$(INFRA) status
+
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers up up-all down status clean
