@@ -36,10 +36,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "batch.json"
 def _policy(path: Path, records: int, rate: float, always: int) -> Path:
     """Flags-only always-explain rules and a budget that makes the whole sample `rate`."""
     per_tenant = max(1, int((rate * records - always) / len(DEMO_TENANTS)))
-    doc = {"version": "bench", "seed": 20261122,
-           "defaults": {"sampler": "priority", "weight": "uniform", "budget_per_day": per_tenant,
-                        "always_explain": {"flags": ["flagged", "disputed", "high_risk"]},
-                        "counterfactuals_for": ["flagged", "disputed"]}}
+    doc = {
+        "version": "bench",
+        "seed": 20261122,
+        "defaults": {
+            "sampler": "priority",
+            "weight": "uniform",
+            "budget_per_day": per_tenant,
+            "always_explain": {"flags": ["flagged", "disputed", "high_risk"]},
+            "counterfactuals_for": ["flagged", "disputed"],
+        },
+    }
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -62,13 +69,17 @@ def main(argv: list[str] | None = None) -> None:
     if not inputs.exists():
         tmp = Path(tempfile.mkdtemp(dir=work))
         for tenant in DEMO_TENANTS:
-            pq.write_table(tenant_table(registry, tenant, DAY, per_tenant, seed=11),
-                           tmp / f"{tenant}.parquet", row_group_size=50_000)
+            pq.write_table(
+                tenant_table(registry, tenant, DAY, per_tenant, seed=11),
+                tmp / f"{tenant}.parquet",
+                row_group_size=50_000,
+            )
         tmp.rename(inputs)
     generate_s = time.perf_counter() - t0
     always = sum(
         int(sum(1 for f in pq.read_table(p, columns=["flags"])["flags"].to_pylist() if f))
-        for p in inputs.glob("*.parquet"))
+        for p in inputs.glob("*.parquet")
+    )
     policy = _policy(work / "policy.yaml", per_tenant * len(DEMO_TENANTS), args.rate, always)
 
     home = work / "lake"
@@ -85,42 +96,65 @@ def main(argv: list[str] | None = None) -> None:
     stop = listen(on_count)
     start = time.perf_counter()
     try:
-        summary = run_batch(BatchJobConfig(
-            inputs=(str(inputs / "*.parquet"),), registry_root=str(work / "models"),
-            policies=load_policies(policy), catalog=CatalogConfig(home=home),
-            explain=ExplainConfig(), device=args.device, day=DAY))
+        summary = run_batch(
+            BatchJobConfig(
+                inputs=(str(inputs / "*.parquet"),),
+                registry_root=str(work / "models"),
+                policies=load_policies(policy),
+                catalog=CatalogConfig(home=home),
+                explain=ExplainConfig(),
+                device=args.device,
+                day=DAY,
+            )
+        )
     finally:
         stop()
     end_to_end = time.perf_counter() - start
     record = summary.record
     stages = {
-        stage: {"records": counts[stage],
-                "active_s": round(windows[stage][1] - windows[stage][0], 3),
-                "records_per_s": round(counts[stage] / max(windows[stage][1] - windows[stage][0],
-                                                           1e-9), 1)}
+        stage: {
+            "records": counts[stage],
+            "active_s": round(windows[stage][1] - windows[stage][0], 3),
+            "records_per_s": round(
+                counts[stage] / max(windows[stage][1] - windows[stage][0], 1e-9), 1
+            ),
+        }
         for stage in ("read", "validated", "records_sampled", "explained", "committed")
         if stage in counts
     }
     result = {
         "benchmark": "batch",
-        "records": record.records_read, "sample_rate_target": args.rate,
-        "sampled": record.records_sampled, "explained": record.records_explained,
-        "committed": record.records_committed, "status": record.status,
+        "records": record.records_read,
+        "sample_rate_target": args.rate,
+        "sampled": record.records_sampled,
+        "explained": record.records_explained,
+        "committed": record.records_committed,
+        "status": record.status,
         "end_to_end_s": round(end_to_end, 2),
         "end_to_end_records_per_s": round(record.records_read / end_to_end, 1),
         "goal": "1M records in at most 60 s on a 2-core machine (reported, not asserted)",
         "stages": stages,
         "input_generation_s": round(generate_s, 2),
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "versions": library_versions(),
-        "settings": {"runner": "FnApiRunner", "device": args.device or "auto",
-                     "explain": ExplainConfig().__dict__, "policy": policy.read_text()},
+        "settings": {
+            "runner": "FnApiRunner",
+            "device": args.device or "auto",
+            "explain": ExplainConfig().__dict__,
+            "policy": policy.read_text(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("records", "explained", "end_to_end_s", "stages")},
-                     indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("records", "explained", "end_to_end_s", "stages")}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

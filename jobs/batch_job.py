@@ -16,8 +16,12 @@ from transforms.progress import listen
 
 log = logging.getLogger(__name__)
 STAGES = ("read", "records_sampled", "committed", "dead_letters")
-LABELS = {"read": "read", "records_sampled": "sampled", "committed": "committed",
-          "dead_letters": "dead letters"}
+LABELS = {
+    "read": "read",
+    "records_sampled": "sampled",
+    "committed": "committed",
+    "dead_letters": "dead letters",
+}
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,14 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
     catalog = open_catalog(config.catalog)
     ensure_tables(catalog)
     warnings: list[str] = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                  TextColumn("{task.completed:>10,.0f}"), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:>10,.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         tasks = {s: progress.add_task(LABELS[s], total=None) for s in STAGES}
 
         def on_count(stage: str, n: int) -> None:
@@ -55,30 +64,42 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
     read = c.get("records_read", 0)
     invalid = c.get("records_unreadable", 0) + c.get("records_invalid", 0)
     failed = c.get("records_failed_explain", 0) + c.get("records_failed_check", 0)
-    accounted = (invalid + c.get("records_out_of_scope", 0) + c.get("records_valid", 0))
+    accounted = invalid + c.get("records_out_of_scope", 0) + c.get("records_valid", 0)
     if accounted != read:
-        warnings.append(f"count mismatch: read {read} != invalid + out of scope + valid "
-                        f"({accounted})")
+        warnings.append(
+            f"count mismatch: read {read} != invalid + out of scope + valid ({accounted})"
+        )
     if failed:
         warnings.append(f"{failed} sampled records could not be explained: see dead_letters")
     lag = c.get("replica_lag", 0) if config.opensearch else None
     if lag:
-        warnings.append(f"{lag} explanations are in Iceberg but not yet in OpenSearch: run "
-                        "`whylake replica backfill --since <day>` when it is reachable")
+        warnings.append(
+            f"{lag} explanations are in Iceberg but not yet in OpenSearch: run "
+            "`whylake replica backfill --since <day>` when it is reachable"
+        )
     record = RunRecord(
-        run_id=config.run_id, job="batch",
+        run_id=config.run_id,
+        job="batch",
         status="succeeded_with_warnings" if warnings else "succeeded",
-        started_at=outcome.started_at, finished_at=outcome.finished_at, runner=config.runner,
-        inputs=list(config.inputs), tenants=sorted(config.policies.tenants) if not config.tenant
-        else [config.tenant],
-        records_read=read, records_invalid=invalid,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
+        runner=config.runner,
+        inputs=list(config.inputs),
+        tenants=sorted(config.policies.tenants) if not config.tenant else [config.tenant],
+        records_read=read,
+        records_invalid=invalid,
         records_sampled=c.get("records_sampled", 0),
-        records_explained=c.get("records_explained", 0), records_failed=failed,
+        records_explained=c.get("records_explained", 0),
+        records_failed=failed,
         records_committed=c.get("whylake.explanations.committed", 0),
         records_already_present=c.get("whylake.explanations.already_present", 0),
         snapshot_ids=snapshots_of_run(catalog, config.run_id),
-        elapsed_s=outcome.elapsed_s, config=describe_json(config), versions=code_versions(),
-        warnings=warnings, replica_lag=lag)
+        elapsed_s=outcome.elapsed_s,
+        config=describe_json(config),
+        versions=code_versions(),
+        warnings=warnings,
+        replica_lag=lag,
+    )
     record_run(catalog, record)
     print_summary(record, c, console)
     return BatchSummary(record)

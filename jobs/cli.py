@@ -14,23 +14,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="whylake: an audit trail of why each sampled prediction came out as it did.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="whylake: an audit trail of why each sampled prediction came out as it did.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 console = Console()
 
 DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "schemas/policies/default.yaml")
-Home = Annotated[Path | None, typer.Option(
-    "--home", envvar="WHYLAKE_HOME",
-    help="Embedded catalog + warehouse folder (default ./.whylake); ignored when pyiceberg's "
-         "config (~/.pyiceberg.yaml or PYICEBERG_CATALOG__WHYLAKE__*) names the catalog.")]
+Home = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="WHYLAKE_HOME",
+        help="Embedded catalog + warehouse folder (default ./.whylake); ignored when pyiceberg's "
+        "config (~/.pyiceberg.yaml or PYICEBERG_CATALOG__WHYLAKE__*) names the catalog.",
+    ),
+]
 
 
 def _parse_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not an ISO-8601 time, e.g. "
-                                 "2026-11-21T12:00:00Z") from exc
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO-8601 time, e.g. 2026-11-21T12:00:00Z"
+        ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -44,23 +53,41 @@ def _catalog(home: Path | None):  # type: ignore[no-untyped-def]
 
 @app.command()
 def batch(
-    input: Annotated[list[str], typer.Option("--input", "-i",
-                                             help="JSONL/Parquet paths or globs (repeatable)")],
+    input: Annotated[
+        list[str], typer.Option("--input", "-i", help="JSONL/Parquet paths or globs (repeatable)")
+    ],
     day: Annotated[str | None, typer.Option("--date", help="Only this UTC day, YYYY-MM-DD")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's records")] = None,
-    runner: Annotated[str, typer.Option(help="Beam runner: FnApiRunner (local, default), "
-                                             "FlinkRunner, DataflowRunner, SparkRunner, ...")] = "FnApiRunner",
-    runner_arg: Annotated[list[str] | None, typer.Option(
-        "--runner-arg", help="Extra Beam pipeline option, e.g. --runner-arg=--flink_master=host:8081")] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="Beam runner: FnApiRunner (local, default), "
+            "FlinkRunner, DataflowRunner, SparkRunner, ..."
+        ),
+    ] = "FnApiRunner",
+    runner_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runner-arg",
+            help="Extra Beam pipeline option, e.g. --runner-arg=--flink_master=host:8081",
+        ),
+    ] = None,
     policy: Annotated[str, typer.Option(help="Sampling policy YAML")] = DEFAULT_POLICY,
-    registry: Annotated[Path | None, typer.Option(help="Model registry folder "
-                                                     "(default <home>/models)")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Model registry folder (default <home>/models)")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: cuda if present)")
+    ] = None,
     ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
     shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
-    opensearch_url: Annotated[str | None, typer.Option(
-        envvar="WHYLAKE_OPENSEARCH_URL",
-        help="Hot replica (e.g. https://search:9200); auth/TLS from WHYLAKE_OPENSEARCH_*")] = None,
+    opensearch_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WHYLAKE_OPENSEARCH_URL",
+            help="Hot replica (e.g. https://search:9200); auth/TLS from WHYLAKE_OPENSEARCH_*",
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
     """Explain a day of inference logs and append the records to Iceberg."""
@@ -73,12 +100,18 @@ def batch(
 
     home_dir = (home or default_home()).resolve()
     config = BatchJobConfig(
-        inputs=tuple(input), registry_root=str(registry or home_dir / "models"),
-        policies=load_policies(policy), catalog=CatalogConfig(home=home_dir),
+        inputs=tuple(input),
+        registry_root=str(registry or home_dir / "models"),
+        policies=load_policies(policy),
+        catalog=CatalogConfig(home=home_dir),
         explain=ExplainConfig(ig_steps=ig_steps, shap=shap),
-        day=date.fromisoformat(day) if day else None, tenant=tenant, device=device,
-        runner=runner, runner_args=tuple(runner_arg or ()),
-        opensearch=OpenSearchConfig.from_env(opensearch_url))
+        day=date.fromisoformat(day) if day else None,
+        tenant=tenant,
+        device=device,
+        runner=runner,
+        runner_args=tuple(runner_arg or ()),
+        opensearch=OpenSearchConfig.from_env(opensearch_url),
+    )
     summary = run_batch(config, console=console)
     if summary.status == "failed":
         raise typer.Exit(code=1)
@@ -88,7 +121,9 @@ def batch(
 def sql(
     query: Annotated[str, typer.Argument(help="One SELECT over explanations / dead_letters")],
     tenant: Annotated[str, typer.Option(help="The tenant whose rows the query may see")],
-    as_of: Annotated[str | None, typer.Option(help="Time travel: the tables as of this time")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Time travel: the tables as of this time")
+    ] = None,
     snapshot_id: Annotated[int | None, typer.Option(help="Time travel: this snapshot")] = None,
     output: Annotated[str, typer.Option(help="table, json or csv")] = "table",
     home: Home = None,
@@ -96,8 +131,13 @@ def sql(
     """Run one read-only SQL query (DuckDB) scoped to one tenant."""
     from lake.audit import run_tenant_sql
 
-    result = run_tenant_sql(_catalog(home), tenant, query,
-                            as_of=_parse_time(as_of) if as_of else None, snapshot_id=snapshot_id)
+    result = run_tenant_sql(
+        _catalog(home),
+        tenant,
+        query,
+        as_of=_parse_time(as_of) if as_of else None,
+        snapshot_id=snapshot_id,
+    )
     _print_arrow(result, output)
 
 
@@ -114,8 +154,13 @@ def reconstruct(
     from lake.reconstruct import reconstruct as rebuild
     from lake.reconstruct import to_json
 
-    rec = rebuild(_catalog(home), tenant, request_id,
-                  as_of=_parse_time(as_of) if as_of else None, snapshot_id=snapshot_id)
+    rec = rebuild(
+        _catalog(home),
+        tenant,
+        request_id,
+        as_of=_parse_time(as_of) if as_of else None,
+        snapshot_id=snapshot_id,
+    )
     typer.echo(to_json(rec))
     if html:
         from lake.report import write_html_report
@@ -133,22 +178,43 @@ def runs(
     from lake.runs import list_runs
 
     table = Table(title="whylake runs")
-    for col in ("run_id", "status", "started_at", "elapsed_s", "read", "invalid", "sampled",
-                "explained", "committed", "snapshots"):
+    for col in (
+        "run_id",
+        "status",
+        "started_at",
+        "elapsed_s",
+        "read",
+        "invalid",
+        "sampled",
+        "explained",
+        "committed",
+        "snapshots",
+    ):
         table.add_column(col)
     for r in list_runs(_catalog(home), limit):
-        table.add_row(r["run_id"], r["status"], r["started_at"].isoformat(timespec="seconds"),
-                      f"{r['elapsed_s']:.1f}", str(r["records_read"]), str(r["records_invalid"]),
-                      str(r["records_sampled"]), str(r["records_explained"]),
-                      str(r["records_committed"]), ",".join(map(str, r["snapshot_ids"])))
+        table.add_row(
+            r["run_id"],
+            r["status"],
+            r["started_at"].isoformat(timespec="seconds"),
+            f"{r['elapsed_s']:.1f}",
+            str(r["records_read"]),
+            str(r["records_invalid"]),
+            str(r["records_sampled"]),
+            str(r["records_explained"]),
+            str(r["records_committed"]),
+            ",".join(map(str, r["snapshot_ids"])),
+        )
     console.print(table)
 
 
-replica = typer.Typer(help="The OpenSearch hot replica (rebuildable from Iceberg).",
-                      no_args_is_help=True)
+replica = typer.Typer(
+    help="The OpenSearch hot replica (rebuildable from Iceberg).", no_args_is_help=True
+)
 app.add_typer(replica, name="replica")
-OpenSearchUrl = Annotated[str | None, typer.Option(
-    "--opensearch-url", envvar="WHYLAKE_OPENSEARCH_URL", help="The replica's URL")]
+OpenSearchUrl = Annotated[
+    str | None,
+    typer.Option("--opensearch-url", envvar="WHYLAKE_OPENSEARCH_URL", help="The replica's URL"),
+]
 
 
 def _opensearch(url: str | None):  # type: ignore[no-untyped-def]
@@ -169,7 +235,9 @@ def replica_retention(
     from lake.replica import retention
 
     deleted = retention(_opensearch(opensearch_url), days)
-    console.print(f"deleted {len(deleted)} indices" + (": " + ", ".join(deleted) if deleted else ""))
+    console.print(
+        f"deleted {len(deleted)} indices" + (": " + ", ".join(deleted) if deleted else "")
+    )
 
 
 @replica.command("backfill")
@@ -182,10 +250,14 @@ def replica_backfill(
     """Rebuild the replica from Iceberg for events since a day (idempotent)."""
     from lake.replica import backfill
 
-    outcome = backfill(_catalog(home), _opensearch(opensearch_url), date.fromisoformat(since),
-                       tenant)
-    console.print(f"indexed {outcome.indexed:,} documents, {outcome.failed:,} failed"
-                  + (f" ({outcome.error})" if outcome.error else ""), highlight=False)
+    outcome = backfill(
+        _catalog(home), _opensearch(opensearch_url), date.fromisoformat(since), tenant
+    )
+    console.print(
+        f"indexed {outcome.indexed:,} documents, {outcome.failed:,} failed"
+        + (f" ({outcome.error})" if outcome.error else ""),
+        highlight=False,
+    )
     if outcome.failed:
         raise typer.Exit(code=1)
 
@@ -206,18 +278,27 @@ def search(
     from lake.replica import search as run_search
     from transforms.write_opensearch import check_tenant
 
-    hits = run_search(_opensearch(opensearch_url), SearchQuery(
-        tenant_id=check_tenant(tenant), request_id=request_id, feature=feature,
-        min_abs_attribution=min_abs_attribution,
-        since=_parse_time(since) if since else None, until=_parse_time(until) if until else None,
-        size=size))
+    hits = run_search(
+        _opensearch(opensearch_url),
+        SearchQuery(
+            tenant_id=check_tenant(tenant),
+            request_id=request_id,
+            feature=feature,
+            min_abs_attribution=min_abs_attribution,
+            since=_parse_time(since) if since else None,
+            until=_parse_time(until) if until else None,
+            size=size,
+        ),
+    )
     typer.echo(json.dumps(hits, indent=2, sort_keys=True, default=str))
 
 
 @app.command()
 def demo(
     per_tenant: Annotated[int, typer.Option(help="Records per tenant")] = 5000,
-    day: Annotated[str | None, typer.Option("--date", help="Day to generate (default yesterday)")] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", help="Day to generate (default yesterday)")
+    ] = None,
     home: Home = None,
 ) -> None:
     """Train and register the demo models, generate a day of logs, run the job, show an audit."""

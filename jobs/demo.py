@@ -36,9 +36,11 @@ def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Cons
     registry = ModelRegistry(home / "models")
     console.rule("1. train and register the demo models (scikit-learn's bundled data sets)")
     for card in register_demo_models(registry):
-        console.print(f"{card.tenant_id:8} {card.model_id}/{card.model_version} ({card.kind}, "
-                      f"{card.task}) sha256 {card.artifact_sha256[:16]}… {card.training}",
-                      highlight=False)
+        console.print(
+            f"{card.tenant_id:8} {card.model_id}/{card.model_version} ({card.kind}, "
+            f"{card.task}) sha256 {card.artifact_sha256[:16]}… {card.training}",
+            highlight=False,
+        )
     console.rule(f"2. generate {per_tenant:,} inference records per tenant for {day}")
     generated = generate_day(registry, home / "demo-input" / day.isoformat(), day, per_tenant)
     for path in generated.paths:
@@ -46,18 +48,28 @@ def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Cons
     console.print(f"  {generated.records:,} records, {generated.malformed} malformed on purpose")
     console.rule("3. the batch job")
     catalog_config = CatalogConfig(home=home)
-    summary = run_batch(BatchJobConfig(
-        inputs=tuple(str(p) for p in generated.paths), registry_root=str(home / "models"),
-        policies=load_policies(DEFAULT_POLICY), catalog=catalog_config, day=day), console)
+    summary = run_batch(
+        BatchJobConfig(
+            inputs=tuple(str(p) for p in generated.paths),
+            registry_root=str(home / "models"),
+            policies=load_policies(DEFAULT_POLICY),
+            catalog=catalog_config,
+            day=day,
+        ),
+        console,
+    )
     catalog = open_catalog(catalog_config)
     ensure_tables(catalog)
     console.rule("4. an audit query: acme's HT-weighted mean attribution per feature")
-    console.print(f"whylake sql --tenant acme \"{' '.join(DEMO_SQL.split())}\"", highlight=False)
+    console.print(f'whylake sql --tenant acme "{" ".join(DEMO_SQL.split())}"', highlight=False)
     _print_arrow(run_tenant_sql(catalog, "acme", DEMO_SQL), "table")
     console.rule("5. a reconstruction: the latest flagged acme request, as recorded")
     flagged = run_tenant_sql(
-        catalog, "acme", "SELECT request_id FROM explanations WHERE sampling_reason LIKE "
-        "'always:%' ORDER BY counterfactual_status = 'found' DESC, request_id LIMIT 1")
+        catalog,
+        "acme",
+        "SELECT request_id FROM explanations WHERE sampling_reason LIKE "
+        "'always:%' ORDER BY counterfactual_status = 'found' DESC, request_id LIMIT 1",
+    )
     request_id = flagged.column("request_id")[0].as_py()
     rec = reconstruct(catalog, "acme", request_id)
     record = json.loads(to_json(rec))["record"]
@@ -65,17 +77,40 @@ def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Cons
     brief = {
         "snapshot_id": rec.snapshot_id,
         "explanations_of_this_request": len(rec.history),
-        **{k: record[k] for k in ("request_id", "event_ts", "model_id", "model_version",
-                                  "model_sha256", "prediction", "base_value",
-                                  "explainer_method", "completeness_error", "stability",
-                                  "sampling_reason", "ht_weight", "summary",
-                                  "counterfactual_status")},
-        "top_attributions": [{"feature": a["feature"], "value": round(a["value"], 5),
-                              "input_value": a["input_value"]} for a in top],
+        **{
+            k: record[k]
+            for k in (
+                "request_id",
+                "event_ts",
+                "model_id",
+                "model_version",
+                "model_sha256",
+                "prediction",
+                "base_value",
+                "explainer_method",
+                "completeness_error",
+                "stability",
+                "sampling_reason",
+                "ht_weight",
+                "summary",
+                "counterfactual_status",
+            )
+        },
+        "top_attributions": [
+            {
+                "feature": a["feature"],
+                "value": round(a["value"], 5),
+                "input_value": a["input_value"],
+            }
+            for a in top
+        ],
         "closest_counterfactual": (record["counterfactuals"] or [None])[0],
     }
-    console.print(f"whylake reconstruct --tenant acme --request-id {request_id}  (abridged; "
-                  "the command prints the whole record)", highlight=False)
+    console.print(
+        f"whylake reconstruct --tenant acme --request-id {request_id}  (abridged; "
+        "the command prints the whole record)",
+        highlight=False,
+    )
     console.print_json(json.dumps(brief, default=str))
     report = home / "reports" / f"acme-{request_id}.html"
     write_html_report(rec, report)

@@ -38,9 +38,7 @@ def _event_times(rng: np.random.Generator, day: date, n: int) -> np.ndarray:
     return np.int64(start.timestamp() * 1_000_000) + micros
 
 
-def tenant_table(
-    registry: ModelRegistry, tenant: str, day: date, n: int, seed: int
-) -> pa.Table:
+def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: int) -> pa.Table:
     """n valid inference records for one tenant, features jittered around real data rows."""
     load, _kind, model_id, _out, _desc = DEMO_TENANTS[tenant]
     data = load()
@@ -70,8 +68,15 @@ def tenant_table(
     flags: list[list[str] | None] = []
     r = rng.random((n, 3))
     for a, b, c in r:
-        row = [f for f, hit in (("flagged", a < 0.004), ("disputed", b < 0.002),
-                                ("high_risk", c < 0.002)) if hit]
+        row = [
+            f
+            for f, hit in (
+                ("flagged", a < 0.004),
+                ("disputed", b < 0.002),
+                ("high_risk", c < 0.002),
+            )
+            if hit
+        ]
         flags.append(row or None)
     names = list(data.feature_names)
     features = pa.MapArray.from_arrays(
@@ -120,19 +125,31 @@ def malformed_lines(tenant: str, day: date, valid: dict[str, object]) -> list[st
     nan_feature["features"][first] = float("nan")
     nan_feature["request_id"] = f"{tenant}-{day:%Y%m%d}-nan-feature"
     bad_score = dict(valid, request_id=f"{tenant}-{day:%Y%m%d}-bad-score", score="high")
-    unknown_model = dict(valid, request_id=f"{tenant}-{day:%Y%m%d}-unknown-model",
-                         model_version="999")
+    unknown_model = dict(
+        valid, request_id=f"{tenant}-{day:%Y%m%d}-unknown-model", model_version="999"
+    )
     missing_feature = json.loads(json.dumps(valid))
     missing_feature["features"].pop(first)
     missing_feature["request_id"] = f"{tenant}-{day:%Y%m%d}-missing-feature"
     bad_conf = dict(valid, request_id=f"{tenant}-{day:%Y%m%d}-bad-confidence", confidence=1.7)
-    return [broken_json, *(json.dumps(r) for r in (no_request, nan_feature, bad_score,
-                                                    unknown_model, missing_feature, bad_conf))]
+    return [
+        broken_json,
+        *(
+            json.dumps(r)
+            for r in (no_request, nan_feature, bad_score, unknown_model, missing_feature, bad_conf)
+        ),
+    ]
 
 
 def generate_day(
-    registry: ModelRegistry, out_dir: Path, day: date, per_tenant: int, *, seed: int = 7,
-    parquet_tenants: tuple[str, ...] = ("globex",), with_malformed: bool = True,
+    registry: ModelRegistry,
+    out_dir: Path,
+    day: date,
+    per_tenant: int,
+    *,
+    seed: int = 7,
+    parquet_tenants: tuple[str, ...] = ("globex",),
+    with_malformed: bool = True,
 ) -> GeneratedDay:
     """Write one file per tenant: JSONL (with malformed lines mixed in) or Parquet."""
     out_dir.mkdir(parents=True, exist_ok=True)

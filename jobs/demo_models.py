@@ -69,8 +69,14 @@ def diabetes() -> DemoData:
 
 
 def _fit(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, loss_fn: Callable[..., torch.Tensor],
-    *, weight_decay: float, max_epochs: int = 400, patience: int = 25,
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    loss_fn: Callable[..., torch.Tensor],
+    *,
+    weight_decay: float,
+    max_epochs: int = 400,
+    patience: int = 25,
 ) -> nn.Module:
     """Full-batch Adam with weight decay and early stopping on a held-out split."""
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.2, random_state=SEED)
@@ -99,8 +105,9 @@ def _fit(
 
 
 def _mlp(d: int, hidden: int = 64) -> nn.Module:
-    return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 1))
+    return nn.Sequential(
+        nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+    )
 
 
 def train(data: DemoData, kind: str) -> tuple[torch.jit.ScriptModule, dict[str, float]]:
@@ -147,12 +154,27 @@ def _train(data: DemoData, kind: str) -> tuple[torch.jit.ScriptModule, dict[str,
 
 # tenant -> (data set, model kind, model id, what the output means)
 DEMO_TENANTS: dict[str, tuple[Callable[[], DemoData], str, str, str, str]] = {
-    "acme": (breast_cancer, "mlp", "tumor-triage", "p_malignant",
-             "probability that the sampled tumour is malignant"),
-    "globex": (diabetes, "linear", "progression", "progression_score",
-               "predicted disease progression one year after baseline"),
-    "initech": (diabetes, "mlp", "progression-nn", "progression_score",
-                "predicted disease progression one year after baseline"),
+    "acme": (
+        breast_cancer,
+        "mlp",
+        "tumor-triage",
+        "p_malignant",
+        "probability that the sampled tumour is malignant",
+    ),
+    "globex": (
+        diabetes,
+        "linear",
+        "progression",
+        "progression_score",
+        "predicted disease progression one year after baseline",
+    ),
+    "initech": (
+        diabetes,
+        "mlp",
+        "progression-nn",
+        "progression_score",
+        "predicted disease progression one year after baseline",
+    ),
 }
 DEMO_VERSION = "1"
 
@@ -193,8 +215,12 @@ def register_demo_models(registry: ModelRegistry) -> list[ModelCard]:
             decision_threshold=0.5 if data.task == "classification" else 150.0,
             positive_class="malignant" if data.task == "classification" else None,
             negative_class="benign" if data.task == "classification" else None,
-            training={"dataset": f"sklearn.datasets.{data.name}", "rows": int(len(data.x)),
-                      "seed": SEED, **metrics},
+            training={
+                "dataset": f"sklearn.datasets.{data.name}",
+                "rows": int(len(data.x)),
+                "seed": SEED,
+                **metrics,
+            },
         )
         rng = np.random.default_rng(SEED)
         ref = data.x[rng.choice(len(data.x), size=min(200, len(data.x)), replace=False)]

@@ -215,11 +215,15 @@ def _tenant_rows(table: Table, snapshot: Snapshot | None, tenant_id: str) -> pa.
     # partition column prunes to the tenant's files before any row is read.
     loader = connect()
     try:
-        rows = loader.execute(
-            f"SELECT * FROM iceberg_scan('{sql_string(table.metadata_location)}', "
-            f"snapshot_from_id => {int(snapshot.snapshot_id)}) WHERE tenant_id = $tenant",
-            {"tenant": tenant_id},
-        ).to_arrow_table().cast(schema)
+        rows = (
+            loader.execute(
+                f"SELECT * FROM iceberg_scan('{sql_string(table.metadata_location)}', "
+                f"snapshot_from_id => {int(snapshot.snapshot_id)}) WHERE tenant_id = $tenant",
+                {"tenant": tenant_id},
+            )
+            .to_arrow_table()
+            .cast(schema)
+        )
     finally:
         loader.close()
     # The invariant everything rests on, checked rather than assumed.

@@ -1,7 +1,8 @@
-"""Open the Iceberg catalog (embedded SQLite default, or pyiceberg's usual config) and its tables."""
+"""Open the Iceberg catalog (embedded SQLite, or pyiceberg's usual config) and its tables."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,8 @@ def open_catalog(config: CatalogConfig | None = None) -> Catalog:
 
 def ensure_tables(catalog: Catalog) -> dict[str, Table]:
     """Create the whylake namespace and tables if missing; return them by name."""
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(NAMESPACE)
-    except NamespaceAlreadyExistsError:
-        pass
     tables = {}
     for name, (schema, spec) in _TABLES.items():
         try:

@@ -82,8 +82,15 @@ def append_once(
             )
         except CommitFailedException as exc:
             wait = min(config.max_wait_s, config.min_wait_s * 2 ** (attempt - 1))
-            log.warning("commit of batch %s to %s conflicted (%s); retry %d/%d in %.2fs",
-                        batch_id, table_name, exc, attempt, config.max_attempts, wait)
+            log.warning(
+                "commit of batch %s to %s conflicted (%s); retry %d/%d in %.2fs",
+                batch_id,
+                table_name,
+                exc,
+                attempt,
+                config.max_attempts,
+                wait,
+            )
             time.sleep(wait * random.uniform(1.0, 1.5))
             continue
         snapshot = table.current_snapshot()

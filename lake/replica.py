@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -31,7 +31,7 @@ def backfill(
     Iceberg is the system of record; documents keep their explanation ids, so a backfill over
     documents already present overwrites them and adds nothing.
     """
-    start = datetime(since.year, since.month, since.day, tzinfo=timezone.utc)
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC)
     expr: BooleanExpression = GreaterThanOrEqual("event_ts", start.isoformat())
     if tenant:
         expr = And(EqualTo("tenant_id", check_tenant(tenant)), expr)
@@ -61,7 +61,7 @@ def retention(config: OpenSearchConfig, days: int, today: date | None = None) ->
     """Delete the per-tenant per-day indices older than `days`; returns the names deleted."""
     if days < 1:
         raise ValueError(f"--days must be at least 1, got {days}")
-    cutoff = (today or datetime.now(timezone.utc).date()) - timedelta(days=days)
+    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=days)
     client = config.client()
     try:
         names = list(

@@ -46,8 +46,9 @@ class RunRecord:
     replica_lag: int | None = None
 
 
-def snapshots_of_run(catalog: Catalog, run_id: str,
-                     tables: tuple[str, ...] = (EXPLANATIONS, DEAD_LETTERS)) -> list[int]:
+def snapshots_of_run(
+    catalog: Catalog, run_id: str, tables: tuple[str, ...] = (EXPLANATIONS, DEAD_LETTERS)
+) -> list[int]:
     """Snapshot ids whose summary names this run (the commits it made, in commit order)."""
     found = []
     for name in tables:
@@ -62,17 +63,33 @@ def snapshots_of_run(catalog: Catalog, run_id: str,
 def code_versions() -> str:
     """Code and dependency versions for the manifest: the git commit if known, and libraries."""
     versions = {"python": platform.python_version()}
-    for name in ("whylake", "apache-beam", "pyiceberg", "pyarrow", "torch", "duckdb", "shap",
-                 "captum", "great-expectations"):
+    for name in (
+        "whylake",
+        "apache-beam",
+        "pyiceberg",
+        "pyarrow",
+        "torch",
+        "duckdb",
+        "shap",
+        "captum",
+        "great-expectations",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     try:
         here = Path(__file__).resolve().parent
-        versions["git_commit"] = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-            timeout=5, check=False).stdout.strip() or "unknown"
+        versions["git_commit"] = (
+            subprocess.run(
+                ["git", "-C", str(here), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         versions["git_commit"] = "unknown"
     return json.dumps(versions, sort_keys=True)
@@ -81,8 +98,15 @@ def code_versions() -> str:
 def record_run(catalog: Catalog, record: RunRecord) -> None:
     """Append the manifest row once (keyed by run id)."""
     row = strict_table([record.__dict__], RUN_ARROW_SCHEMA)
-    append_once(catalog, RUNS, row, key="run_id", scope=AlwaysTrue(), run_id=record.run_id,
-                batch_id=f"manifest:{record.run_id}")
+    append_once(
+        catalog,
+        RUNS,
+        row,
+        key="run_id",
+        scope=AlwaysTrue(),
+        run_id=record.run_id,
+        batch_id=f"manifest:{record.run_id}",
+    )
 
 
 def list_runs(catalog: Catalog, limit: int = 20) -> list[dict[str, object]]:

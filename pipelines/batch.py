@@ -57,10 +57,15 @@ class BatchJobConfig:
     def describe(self) -> dict[str, Any]:
         """The settings recorded in the run manifest."""
         return {
-            "inputs": list(self.inputs), "registry_root": self.registry_root,
-            "policy_version": self.policies.version, "explain": asdict(self.explain),
-            "day": self.day.isoformat() if self.day else None, "tenant": self.tenant,
-            "device": self.device, "runner": self.runner, "batch_rows": self.batch_rows,
+            "inputs": list(self.inputs),
+            "registry_root": self.registry_root,
+            "policy_version": self.policies.version,
+            "explain": asdict(self.explain),
+            "day": self.day.isoformat() if self.day else None,
+            "tenant": self.tenant,
+            "device": self.device,
+            "runner": self.runner,
+            "batch_rows": self.batch_rows,
             "opensearch": self.opensearch.url if self.opensearch else None,
         }
 
@@ -68,37 +73,63 @@ class BatchJobConfig:
 def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollection]:
     """Wire read -> validate -> sample -> explain -> check -> append, with dead letters."""
     read = p | "Read" >> ReadInferenceRecords(
-        ReadConfig(config.inputs, run_id=config.run_id, batch_rows=config.batch_rows))
+        ReadConfig(config.inputs, run_id=config.run_id, batch_rows=config.batch_rows)
+    )
     scoped = read.records | "KeepScope" >> beam.ParDo(_KeepScopeFn(config.day, config.tenant))
     validated = scoped | "Validate" >> ValidateRecords(
-        ValidateConfig(config.registry_root, config.run_id))
+        ValidateConfig(config.registry_root, config.run_id)
+    )
     sampled = validated.valid | "Sample" >> SampleAndCountByPolicy(SampleConfig(config.policies))
     counted = sampled.samples | "CountSampled" >> beam.Map(_count, "records_sampled")
-    explained = counted | "Explain" >> ExplainSampledRecords(ExplainStageConfig(
-        registry_root=config.registry_root, run_id=config.run_id, policies=config.policies,
-        explain=config.explain, device=config.device))
+    explained = counted | "Explain" >> ExplainSampledRecords(
+        ExplainStageConfig(
+            registry_root=config.registry_root,
+            run_id=config.run_id,
+            policies=config.policies,
+            explain=config.explain,
+            device=config.device,
+        )
+    )
     checked = explained["explained"] | "Check" >> CheckExplanations(
-        CheckConfig(config.run_id, config.explain.max_relative_completeness_error))
-    appended = checked.checked | "AppendExplanations" >> AppendToIceberg(AppendConfig(
-        table=EXPLANATIONS, key="explanation_id", schema=EXPLANATION_ARROW_SCHEMA,
-        run_id=config.run_id, day_field="event_ts", catalog=config.catalog,
-        emit_rows=config.opensearch is not None))
+        CheckConfig(config.run_id, config.explain.max_relative_completeness_error)
+    )
+    appended = checked.checked | "AppendExplanations" >> AppendToIceberg(
+        AppendConfig(
+            table=EXPLANATIONS,
+            key="explanation_id",
+            schema=EXPLANATION_ARROW_SCHEMA,
+            run_id=config.run_id,
+            day_field="event_ts",
+            catalog=config.catalog,
+            emit_rows=config.opensearch is not None,
+        )
+    )
     commits = appended.commits
     if config.opensearch is not None:
         # Fed by rows whose Iceberg commit is durable: the replica never runs ahead.
         _ = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(config.opensearch)
     dead = (
-        (read.dead_letters, validated.dead_letters, explained["dead_letters"],
-         checked.dead_letters)
+        (read.dead_letters, validated.dead_letters, explained["dead_letters"], checked.dead_letters)
         | "MergeDeadLetters" >> beam.Flatten()
         | "CountDead" >> beam.Map(_count, "dead_letters")
     )
-    dead_commits = (dead | "AppendDeadLetters" >> AppendToIceberg(
-        AppendConfig(table=DEAD_LETTERS, key="dead_letter_id", schema=DEAD_LETTER_ARROW_SCHEMA,
-                     run_id=config.run_id, catalog=config.catalog),
-        to_dict=lambda d: d._asdict())).commits
+    dead_commits = (
+        dead
+        | "AppendDeadLetters"
+        >> AppendToIceberg(
+            AppendConfig(
+                table=DEAD_LETTERS,
+                key="dead_letter_id",
+                schema=DEAD_LETTER_ARROW_SCHEMA,
+                run_id=config.run_id,
+                catalog=config.catalog,
+            ),
+            to_dict=lambda d: d._asdict(),
+        )
+    ).commits
     _ = commits | "ReportCommitted" >> beam.Map(
-        lambda c: report("committed", c.rows_committed + c.rows_already_present))
+        lambda c: report("committed", c.rows_committed + c.rows_already_present)
+    )
     return {"commits": commits, "dead_letter_commits": dead_commits, "counts": sampled.counts}
 
 
@@ -140,8 +171,9 @@ def pipeline_options(config: BatchJobConfig) -> PipelineOptions:
     Beam 2.77's DirectRunner first tries to download Prism from GitHub; naming the runner
     explicitly avoids that attempt (shared/NOTES.md).
     """
-    return PipelineOptions([f"--runner={config.runner}", *config.runner_args],
-                           save_main_session=False)
+    return PipelineOptions(
+        [f"--runner={config.runner}", *config.runner_args], save_main_session=False
+    )
 
 
 @dataclass(frozen=True)
@@ -167,8 +199,7 @@ def run(config: BatchJobConfig) -> RunOutcome:
         if counter.key.metric.namespace == "whylake":
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted)
-    return RunOutcome(config.run_id, counters, time.perf_counter() - t0, started,
-                      datetime.now(UTC))
+    return RunOutcome(config.run_id, counters, time.perf_counter() - t0, started, datetime.now(UTC))
 
 
 def describe_json(config: BatchJobConfig) -> str:

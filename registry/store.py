@@ -1,4 +1,4 @@
-"""Embedded model registry: <root>/<tenant>/<model_id>/<version>/{model.pt, card.json, reference.npz}."""
+"""Embedded model registry: <root>/<tenant>/<model_id>/<version>/{model.pt, card.json, ...}."""
 
 from __future__ import annotations
 

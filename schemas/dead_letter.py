@@ -14,8 +14,13 @@ from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import NestedField, StringType, TimestamptzType
 
 DEAD_LETTER_SCHEMA = Schema(
-    NestedField(1, "dead_letter_id", StringType(), required=True,
-                doc="sha256 of (stage, source, record): a replay adds no duplicate"),
+    NestedField(
+        1,
+        "dead_letter_id",
+        StringType(),
+        required=True,
+        doc="sha256 of (stage, source, record): a replay adds no duplicate",
+    ),
     NestedField(2, "run_id", StringType(), required=True),
     NestedField(3, "stage", StringType(), required=True, doc="read / validate / explain / check"),
     NestedField(4, "error_type", StringType(), required=True),
@@ -52,8 +57,15 @@ class DeadLetter(NamedTuple):
 
 
 def dead_letter(
-    *, run_id: str, stage: str, error: BaseException | str, record: object, source: str | None,
-    tenant_id: str | None = None, request_id: str | None = None, error_type: str | None = None,
+    *,
+    run_id: str,
+    stage: str,
+    error: BaseException | str,
+    record: object,
+    source: str | None,
+    tenant_id: str | None = None,
+    request_id: str | None = None,
+    error_type: str | None = None,
 ) -> DeadLetter:
     """Build a dead letter whose id depends only on (stage, source, record): replays dedupe."""
     text = record if isinstance(record, str) else json.dumps(record, sort_keys=True, default=str)
@@ -62,8 +74,8 @@ def dead_letter(
         dead_letter_id=key,
         run_id=run_id,
         stage=stage,
-        error_type=error_type or (type(error).__name__ if isinstance(error, BaseException)
-                                  else "InvalidRecord"),
+        error_type=error_type
+        or (type(error).__name__ if isinstance(error, BaseException) else "InvalidRecord"),
         error_message=str(error)[:2000],
         failed_at=datetime.now(UTC),
         tenant_id=tenant_id or UNKNOWN_TENANT,

@@ -14,14 +14,17 @@ TRUST_TIERS = ("gold", "silver", "bronze", "unknown")
 def _expectations(gx: Any) -> list[Any]:
     e = gx.expectations
     return [
-        *(e.ExpectColumnValuesToNotBeNull(column=c)
-          for c in ("tenant_id", "request_id", "event_ts", "model_id", "model_version", "score")),
+        *(
+            e.ExpectColumnValuesToNotBeNull(column=c)
+            for c in ("tenant_id", "request_id", "event_ts", "model_id", "model_version", "score")
+        ),
         e.ExpectColumnValueLengthsToBeBetween(column="tenant_id", min_value=1, max_value=64),
         e.ExpectColumnValuesToMatchRegex(column="tenant_id", regex=r"^[a-z0-9][a-z0-9_-]*$"),
         e.ExpectColumnValueLengthsToBeBetween(column="request_id", min_value=1, max_value=256),
         e.ExpectColumnValuesToBeBetween(column="score", min_value=-1e12, max_value=1e12),
-        e.ExpectColumnValuesToBeBetween(column="confidence", min_value=0.0, max_value=1.0,
-                                        mostly=1.0),
+        e.ExpectColumnValuesToBeBetween(
+            column="confidence", min_value=0.0, max_value=1.0, mostly=1.0
+        ),
         e.ExpectColumnValuesToBeBetween(column="risk_score", min_value=0.0, max_value=1.0),
         e.ExpectColumnValuesToBeInSet(column="trust_tier", value_set=list(TRUST_TIERS)),
     ]

@@ -24,7 +24,9 @@ ATTRIBUTION_TYPE = StructType(
     NestedField(41, "feature", StringType(), required=True),
     NestedField(42, "value", DoubleType(), required=True, doc="Attribution in output units"),
     NestedField(43, "input_value", DoubleType(), required=True, doc="The recorded input"),
-    NestedField(44, "baseline_value", DoubleType(), required=True, doc="Reference it is measured from"),
+    NestedField(
+        44, "baseline_value", DoubleType(), required=True, doc="Reference it is measured from"
+    ),
 )
 
 CHANGE_TYPE = StructType(
@@ -40,15 +42,22 @@ COUNTERFACTUAL_TYPE = StructType(
     NestedField(69, "valid", BooleanType(), required=True),
     NestedField(70, "proximity", DoubleType(), required=True, doc="L1 scaled by per-feature MAD"),
     NestedField(71, "sparsity", IntegerType(), required=True, doc="Features changed"),
-    NestedField(72, "plausibility", DoubleType(), required=True, doc="Distance to nearest target-class row"),
+    NestedField(
+        72, "plausibility", DoubleType(), required=True, doc="Distance to nearest target-class row"
+    ),
 )
 
 # Field ids are fixed forever (Iceberg resolves by id). Grouped in ranges per section so a
 # later column can be added in its section without renumbering: 1-29 identity/provenance,
 # 30-39 explainer, 40-49 attributions, 50-59 quality, 60-79 counterfactuals, 80-89 sampling.
 EXPLANATION_SCHEMA = Schema(
-    NestedField(1, "explanation_id", StringType(), required=True,
-                doc="sha256 of (tenant, request, model artifact, explainer config): replays are idempotent"),
+    NestedField(
+        1,
+        "explanation_id",
+        StringType(),
+        required=True,
+        doc="sha256 of (tenant, request, model artifact, explainer config): replays are idempotent",
+    ),
     NestedField(2, "tenant_id", StringType(), required=True),
     NestedField(3, "request_id", StringType(), required=True),
     NestedField(4, "event_ts", TimestamptzType(), required=True),
@@ -56,39 +65,83 @@ EXPLANATION_SCHEMA = Schema(
     NestedField(6, "run_id", StringType(), required=True),
     NestedField(7, "model_id", StringType(), required=True),
     NestedField(8, "model_version", StringType(), required=True),
-    NestedField(9, "model_sha256", StringType(), required=True, doc="sha256 of the TorchScript artifact"),
-    NestedField(10, "output_name", StringType(), required=True, doc="What the explained score means"),
-    NestedField(11, "prediction", DoubleType(), required=True, doc="Score as the model recomputed it"),
-    NestedField(12, "logged_score", DoubleType(), required=True, doc="Score as logged by the producer"),
+    NestedField(
+        9, "model_sha256", StringType(), required=True, doc="sha256 of the TorchScript artifact"
+    ),
+    NestedField(
+        10, "output_name", StringType(), required=True, doc="What the explained score means"
+    ),
+    NestedField(
+        11, "prediction", DoubleType(), required=True, doc="Score as the model recomputed it"
+    ),
+    NestedField(
+        12, "logged_score", DoubleType(), required=True, doc="Score as logged by the producer"
+    ),
     NestedField(13, "predicted_class", StringType(), required=False),
-    NestedField(14, "user_id_hash", StringType(), required=False, doc="Keyed hash, never the raw id"),
+    NestedField(
+        14, "user_id_hash", StringType(), required=False, doc="Keyed hash, never the raw id"
+    ),
     NestedField(15, "input_hash", StringType(), required=True, doc="sha256 of the canonical input"),
-    NestedField(16, "source", StringType(), required=False, doc="Input file / table / topic pointer"),
+    NestedField(
+        16, "source", StringType(), required=False, doc="Input file / table / topic pointer"
+    ),
     NestedField(17, "policy_version", StringType(), required=True),
     NestedField(18, "schema_version", IntegerType(), required=True),
     NestedField(19, "summary", StringType(), required=True, doc="One plain-language sentence"),
     NestedField(20, "flags", ListType(21, StringType(), element_required=True), required=False),
     NestedField(30, "explainer_method", StringType(), required=True),
-    NestedField(31, "explainer_config", StringType(), required=True, doc="Canonical JSON of every setting"),
+    NestedField(
+        31, "explainer_config", StringType(), required=True, doc="Canonical JSON of every setting"
+    ),
     NestedField(32, "explainer_config_hash", StringType(), required=True),
-    NestedField(33, "explainer_versions", StringType(), required=True, doc="JSON of library versions"),
+    NestedField(
+        33, "explainer_versions", StringType(), required=True, doc="JSON of library versions"
+    ),
     NestedField(34, "baseline_kind", StringType(), required=True),
     NestedField(35, "seed", LongType(), required=True),
-    NestedField(36, "base_value", DoubleType(), required=True, doc="f(baseline) or E[f(background)]"),
+    NestedField(
+        36, "base_value", DoubleType(), required=True, doc="f(baseline) or E[f(background)]"
+    ),
     NestedField(37, "device", StringType(), required=True, doc="cpu or cuda device it ran on"),
-    NestedField(40, "attributions", ListType(45, ATTRIBUTION_TYPE, element_required=True), required=True),
-    NestedField(46, "shap_values", ListType(47, DoubleType(), element_required=True), required=False,
-                doc="SHAP values in feature order, when computed"),
-    NestedField(50, "completeness_error", DoubleType(), required=True,
-                doc="|sum(attr) - (prediction - base_value)|"),
+    NestedField(
+        40, "attributions", ListType(45, ATTRIBUTION_TYPE, element_required=True), required=True
+    ),
+    NestedField(
+        46,
+        "shap_values",
+        ListType(47, DoubleType(), element_required=True),
+        required=False,
+        doc="SHAP values in feature order, when computed",
+    ),
+    NestedField(
+        50,
+        "completeness_error",
+        DoubleType(),
+        required=True,
+        doc="|sum(attr) - (prediction - base_value)|",
+    ),
     NestedField(51, "shap_additivity_error", DoubleType(), required=False),
-    NestedField(52, "stability", DoubleType(), required=True,
-                doc="1 = top-k ranking unchanged across baselines"),
+    NestedField(
+        52,
+        "stability",
+        DoubleType(),
+        required=True,
+        doc="1 = top-k ranking unchanged across baselines",
+    ),
     NestedField(53, "score_drift", DoubleType(), required=True, doc="|prediction - logged_score|"),
-    NestedField(60, "counterfactual_status", StringType(), required=False,
-                doc="found / not_found / not_requested / unsupported"),
-    NestedField(64, "counterfactuals", ListType(73, COUNTERFACTUAL_TYPE, element_required=True),
-                required=False),
+    NestedField(
+        60,
+        "counterfactual_status",
+        StringType(),
+        required=False,
+        doc="found / not_found / not_requested / unsupported",
+    ),
+    NestedField(
+        64,
+        "counterfactuals",
+        ListType(73, COUNTERFACTUAL_TYPE, element_required=True),
+        required=False,
+    ),
     NestedField(80, "sampling_policy", StringType(), required=True),
     NestedField(81, "sampling_reason", StringType(), required=True),
     NestedField(82, "inclusion_probability", DoubleType(), required=True),

@@ -20,7 +20,9 @@ INFERENCE_SCHEMA_VERSION = 1
 INFERENCE_SCHEMA = Schema(
     NestedField(1, "tenant_id", StringType(), required=True, doc="Tenant that owns the request"),
     NestedField(2, "request_id", StringType(), required=True, doc="Unique per tenant"),
-    NestedField(3, "event_ts", TimestamptzType(), required=True, doc="When the prediction was made"),
+    NestedField(
+        3, "event_ts", TimestamptzType(), required=True, doc="When the prediction was made"
+    ),
     NestedField(4, "model_id", StringType(), required=True),
     NestedField(5, "model_version", StringType(), required=True),
     NestedField(

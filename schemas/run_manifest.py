@@ -16,7 +16,9 @@ from pyiceberg.types import (
 RUN_SCHEMA = Schema(
     NestedField(1, "run_id", StringType(), required=True),
     NestedField(2, "job", StringType(), required=True, doc="batch / stream"),
-    NestedField(3, "status", StringType(), required=True, doc="succeeded / succeeded_with_warnings / failed"),
+    NestedField(
+        3, "status", StringType(), required=True, doc="succeeded / succeeded_with_warnings / failed"
+    ),
     NestedField(4, "started_at", TimestamptzType(), required=True),
     NestedField(5, "finished_at", TimestamptzType(), required=True),
     NestedField(6, "runner", StringType(), required=True),
@@ -31,11 +33,16 @@ RUN_SCHEMA = Schema(
     NestedField(17, "records_already_present", LongType(), required=True, doc="Idempotent replays"),
     NestedField(18, "snapshot_ids", ListType(19, LongType(), element_required=True), required=True),
     NestedField(20, "elapsed_s", DoubleType(), required=True),
-    NestedField(21, "config", StringType(), required=True, doc="Canonical JSON of the job settings"),
-    NestedField(22, "versions", StringType(), required=True, doc="JSON of code and library versions"),
+    NestedField(
+        21, "config", StringType(), required=True, doc="Canonical JSON of the job settings"
+    ),
+    NestedField(
+        22, "versions", StringType(), required=True, doc="JSON of code and library versions"
+    ),
     NestedField(23, "warnings", ListType(24, StringType(), element_required=True), required=True),
-    NestedField(25, "replica_lag", LongType(), required=False,
-                doc="Explanations not yet in the hot replica"),
+    NestedField(
+        25, "replica_lag", LongType(), required=False, doc="Explanations not yet in the hot replica"
+    ),
 )
 
 RUN_ARROW_SCHEMA: pa.Schema = RUN_SCHEMA.as_arrow()

@@ -36,24 +36,32 @@ class CheckConfig:
 
 def check_record(record: Row, config: CheckConfig) -> None:
     """Raise ExplanationCheckError saying what is wrong with a record, or return None."""
-    numbers = [record["prediction"], record["base_value"], record["completeness_error"],
-               record["stability"], *(a["value"] for a in record["attributions"])]
+    numbers = [
+        record["prediction"],
+        record["base_value"],
+        record["completeness_error"],
+        record["stability"],
+        *(a["value"] for a in record["attributions"]),
+    ]
     if not all(math.isfinite(v) for v in numbers):
         raise ExplanationCheckError(f"{record['request_id']}: non-finite attribution or score")
     # Relative to the attributions' own scale: when large attributions cancel, |f(x) - f(x')|
     # is small and would make any quadrature error look large.
     delta = abs(record["prediction"] - record["base_value"])
     mass = sum(abs(a["value"]) for a in record["attributions"])
-    tolerance = max(config.max_relative_completeness_error * max(delta, mass),
-                    config.min_absolute_tolerance)
+    tolerance = max(
+        config.max_relative_completeness_error * max(delta, mass), config.min_absolute_tolerance
+    )
     if record["completeness_error"] > tolerance:
         raise ExplanationCheckError(
             f"{record['request_id']}: completeness error {record['completeness_error']:.3g} "
             f"exceeds {tolerance:.3g} (|f(x) - f(baseline)| = {delta:.3g}, sum |attribution| = "
-            f"{mass:.3g}); raise ig_steps")
+            f"{mass:.3g}); raise ig_steps"
+        )
     if not 0.0 < record["inclusion_probability"] <= 1.0:
         raise ExplanationCheckError(
-            f"{record['request_id']}: inclusion probability {record['inclusion_probability']}")
+            f"{record['request_id']}: inclusion probability {record['inclusion_probability']}"
+        )
     # The schema check: Arrow refuses a missing required field or a wrong type.
     try:
         strict_table([record], EXPLANATION_ARROW_SCHEMA)
@@ -70,7 +78,8 @@ class CheckExplanations(beam.PTransform):  # type: ignore[type-arg]
 
     def expand(self, records: beam.PCollection) -> pvalue.DoOutputsTuple:
         return records | "CheckRecord" >> beam.ParDo(_CheckFn(self.config)).with_outputs(
-            DEAD, main="checked")
+            DEAD, main="checked"
+        )
 
 
 class _CheckFn(beam.DoFn):  # type: ignore[misc]
@@ -83,10 +92,17 @@ class _CheckFn(beam.DoFn):  # type: ignore[misc]
             check_record(record, self.config)
         except ExplanationCheckError as exc:
             self.rejected.inc()
-            yield pvalue.TaggedOutput(DEAD, dead_letter(
-                run_id=self.config.run_id, stage="check", error=exc,
-                record={k: v for k, v in record.items() if k != "attributions"},
-                source=record.get("source"), tenant_id=record.get("tenant_id"),
-                request_id=record.get("request_id")))
+            yield pvalue.TaggedOutput(
+                DEAD,
+                dead_letter(
+                    run_id=self.config.run_id,
+                    stage="check",
+                    error=exc,
+                    record={k: v for k, v in record.items() if k != "attributions"},
+                    source=record.get("source"),
+                    tenant_id=record.get("tenant_id"),
+                    request_id=record.get("request_id"),
+                ),
+            )
             return
         yield record

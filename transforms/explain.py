@@ -50,16 +50,23 @@ class _ExplainerModelHandler(ModelHandler[Row, Row, ModelBank]):
         self.config = config
 
     def load_model(self) -> ModelBank:
-        return ModelBank(self.config.registry_root, self.config.explain, self.config.policies,
-                         device=self.config.device)
+        return ModelBank(
+            self.config.registry_root,
+            self.config.explain,
+            self.config.policies,
+            device=self.config.device,
+        )
 
-    def run_inference(self, batch: Sequence[Row], model: ModelBank,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[Row]:
+    def run_inference(
+        self, batch: Sequence[Row], model: ModelBank, inference_args: dict[str, Any] | None = None
+    ) -> Iterable[Row]:
         return model.explain(batch, self.config.run_id)
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": self.config.min_batch_size,
-                "max_batch_size": self.config.max_batch_size}
+        return {
+            "min_batch_size": self.config.min_batch_size,
+            "max_batch_size": self.config.max_batch_size,
+        }
 
     def get_metrics_namespace(self) -> str:
         return "whylake_explain"
@@ -75,13 +82,15 @@ class ExplainSampledRecords(beam.PTransform):  # type: ignore[type-arg]
     def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
         explained, failed = (
             rows
-            | "RunExplainers" >> RunInference(_ExplainerModelHandler(self.config))
-            .with_exception_handling()
+            | "RunExplainers"
+            >> RunInference(_ExplainerModelHandler(self.config)).with_exception_handling()
         )
         batch_failures = failed.failed_inferences | "BatchFailuresToDeadLetters" >> beam.FlatMap(
-            _batch_dead_letters, run_id=self.config.run_id)
+            _batch_dead_letters, run_id=self.config.run_id
+        )
         routed = explained | "RouteRowFailures" >> beam.ParDo(
-            _RouteFailuresFn(self.config.run_id)).with_outputs(DEAD, main="explained")
+            _RouteFailuresFn(self.config.run_id)
+        ).with_outputs(DEAD, main="explained")
         dead = (routed[DEAD], batch_failures) | "MergeDeadLetters" >> beam.Flatten()
         return {"explained": routed.explained, DEAD: dead}
 
@@ -95,8 +104,9 @@ class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
     def process(self, record: Row) -> Iterator[Any]:
         if "_error" in record:
             self.failed.inc()
-            yield pvalue.TaggedOutput(DEAD, _row_dead_letter(record["_row"], record["_error"],
-                                                             self.run_id))
+            yield pvalue.TaggedOutput(
+                DEAD, _row_dead_letter(record["_row"], record["_error"], self.run_id)
+            )
         else:
             self.explained.inc()
             report("explained", 1)
@@ -106,13 +116,20 @@ class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
 def _row_dead_letter(row: Row, error: BaseException, run_id: str) -> DeadLetter:
     printable = dict(row)
     printable["features"] = dict(row.get("features") or [])
-    return dead_letter(run_id=run_id, stage="explain", error=error, record=printable,
-                       source=row.get("source_id"), tenant_id=row.get("tenant_id"),
-                       request_id=row.get("request_id"))
+    return dead_letter(
+        run_id=run_id,
+        stage="explain",
+        error=error,
+        record=printable,
+        source=row.get("source_id"),
+        tenant_id=row.get("tenant_id"),
+        request_id=row.get("request_id"),
+    )
 
 
-def _batch_dead_letters(failure: tuple[Sequence[Row], BaseException],
-                        run_id: str) -> Iterator[DeadLetter]:
+def _batch_dead_letters(
+    failure: tuple[Sequence[Row], BaseException], run_id: str
+) -> Iterator[DeadLetter]:
     batch, error = failure
     Metrics.counter("whylake", "records_failed_explain").inc(len(batch))
     for row in batch:

@@ -24,8 +24,7 @@ from schemas.inference import INFERENCE_ARROW_SCHEMA, REQUIRED_COLUMNS
 
 DEAD = "dead_letters"
 _STRING_FIELDS = ("tenant_id", "request_id", "model_id", "model_version")
-_OPTIONAL_STRINGS = ("predicted_class", "label", "user_id", "trust_tier", "source_id",
-                     "input_hash")
+_OPTIONAL_STRINGS = ("predicted_class", "label", "user_id", "trust_tier", "source_id", "input_hash")
 _OPTIONAL_FLOATS = ("confidence", "risk_score")
 
 
@@ -48,7 +47,8 @@ class ReadConfig:
         found: list[str] = []
         for pattern in self.patterns:
             matches = sorted(glob.glob(pattern, recursive=True)) or (
-                [pattern] if Path(pattern).is_file() else [])
+                [pattern] if Path(pattern).is_file() else []
+            )
             if not matches:
                 raise InputNotFoundError(f"input {pattern!r} matched no file")
             found.extend(m for m in matches if Path(m).is_file())
@@ -110,19 +110,30 @@ def _read_parquet(path: str, config: ReadConfig) -> Iterator[pa.RecordBatch | De
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             # A batch that cannot take the schema at all: every row goes to the dead letters.
             for offset, row in enumerate(batch.to_pylist()):
-                yield dead_letter(run_id=config.run_id, stage="read", error=exc, record=row,
-                                  source=f"{path}#batch{i}+{offset}",
-                                  tenant_id=row.get("tenant_id"), request_id=row.get("request_id"))
+                yield dead_letter(
+                    run_id=config.run_id,
+                    stage="read",
+                    error=exc,
+                    record=row,
+                    source=f"{path}#batch{i}+{offset}",
+                    tenant_id=row.get("tenant_id"),
+                    request_id=row.get("request_id"),
+                )
             continue
         complete = _all_valid(table)
         if not pc.all(complete).as_py():
             for offset in pc.indices_nonzero(pc.invert(complete)).to_pylist():
                 row = table.slice(offset, 1).to_pylist()[0]
                 absent = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
-                yield dead_letter(run_id=config.run_id, stage="read",
-                                  error=InvalidRecordError(f"required fields missing: {absent}"),
-                                  record=row, source=f"{path}#batch{i}+{offset}",
-                                  tenant_id=row.get("tenant_id"), request_id=row.get("request_id"))
+                yield dead_letter(
+                    run_id=config.run_id,
+                    stage="read",
+                    error=InvalidRecordError(f"required fields missing: {absent}"),
+                    record=row,
+                    source=f"{path}#batch{i}+{offset}",
+                    tenant_id=row.get("tenant_id"),
+                    request_id=row.get("request_id"),
+                )
             table = table.filter(complete)
         yield from table.to_batches()
 
@@ -157,10 +168,15 @@ def _read_jsonl(path: str, config: ReadConfig) -> Iterator[pa.RecordBatch | Dead
                 rows.append(coerce_json_row(line))
             except (ValueError, TypeError, KeyError, InvalidRecordError) as exc:
                 partial = _peek(line)
-                yield dead_letter(run_id=config.run_id, stage="read", error=exc,
-                                  record=line.rstrip("\n"), source=f"{path}:{line_no}",
-                                  tenant_id=partial.get("tenant_id"),
-                                  request_id=partial.get("request_id"))
+                yield dead_letter(
+                    run_id=config.run_id,
+                    stage="read",
+                    error=exc,
+                    record=line.rstrip("\n"),
+                    source=f"{path}:{line_no}",
+                    tenant_id=partial.get("tenant_id"),
+                    request_id=partial.get("request_id"),
+                )
                 continue
             if len(rows) >= config.batch_rows:
                 yield from _to_batches(rows)
@@ -213,8 +229,9 @@ def coerce_json_row(line: str) -> dict[str, Any]:
         value = raw.get(name)
         row[name] = None if value is None else str(value)
     flags = raw.get("flags")
-    if flags is not None and (not isinstance(flags, list)
-                              or not all(isinstance(f, str) for f in flags)):
+    if flags is not None and (
+        not isinstance(flags, list) or not all(isinstance(f, str) for f in flags)
+    ):
         raise InvalidRecordError(f"flags must be a list of strings, got {flags!r}")
     row["flags"] = flags
     return row

@@ -22,8 +22,17 @@ from schemas.model_card import ModelCard
 from transforms.progress import report
 
 DEAD = "dead_letters"
-_SCALAR_COLUMNS = ("tenant_id", "request_id", "event_ts", "model_id", "model_version", "score",
-                   "confidence", "risk_score", "trust_tier")
+_SCALAR_COLUMNS = (
+    "tenant_id",
+    "request_id",
+    "event_ts",
+    "model_id",
+    "model_version",
+    "score",
+    "confidence",
+    "risk_score",
+    "trust_tier",
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,8 @@ class ValidateRecords(beam.PTransform):  # type: ignore[type-arg]
 
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
         return batches | "CheckBatch" >> beam.ParDo(_ValidateFn(self.config)).with_outputs(
-            DEAD, main="valid")
+            DEAD, main="valid"
+        )
 
 
 class _ValidateFn(beam.DoFn):  # type: ignore[misc]
@@ -82,10 +92,19 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
         for index in bad:
             row = batch.slice(index, 1).to_pylist()[0]
             row["features"] = dict(row["features"])
-            yield pvalue.TaggedOutput(DEAD, dead_letter(
-                run_id=self.config.run_id, stage="validate", error="; ".join(reasons[index]),
-                error_type="ExpectationFailed", record=row, source=row.get("source_id"),
-                tenant_id=row.get("tenant_id"), request_id=row.get("request_id")))
+            yield pvalue.TaggedOutput(
+                DEAD,
+                dead_letter(
+                    run_id=self.config.run_id,
+                    stage="validate",
+                    error="; ".join(reasons[index]),
+                    error_type="ExpectationFailed",
+                    record=row,
+                    source=row.get("source_id"),
+                    tenant_id=row.get("tenant_id"),
+                    request_id=row.get("request_id"),
+                ),
+            )
         self.invalid.inc(len(bad))
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[bad] = False
@@ -106,8 +125,11 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
         """Rows whose model is unknown, or whose features miss one the model needs."""
         problems: dict[int, str] = {}
         keys = pc.binary_join_element_wise(
-            batch["tenant_id"], batch["model_id"], batch["model_version"],
-            pa.scalar("\x1f", batch.schema.field("tenant_id").type))
+            batch["tenant_id"],
+            batch["model_id"],
+            batch["model_version"],
+            pa.scalar("\x1f", batch.schema.field("tenant_id").type),
+        )
         features: pa.MapArray = batch["features"]
         # .offsets index into the unsliced .keys/.items, so the three stay consistent.
         offsets = features.offsets.to_numpy()
@@ -121,8 +143,9 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
             card = self._card((tenant, model_id, version))
             if card is None:
                 for i in np.flatnonzero(in_group):
-                    problems[int(i)] = (f"model {model_id} version {version} is not registered "
-                                        f"for tenant {tenant}")
+                    problems[int(i)] = (
+                        f"model {model_id} version {version} is not registered for tenant {tenant}"
+                    )
                 continue
             wanted = pa.array(card.feature_names, names.type)
             known = pc.is_in(names, value_set=wanted).to_numpy(zero_copy_only=False)

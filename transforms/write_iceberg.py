@@ -67,8 +67,7 @@ class AppendToIceberg(beam.PTransform):  # type: ignore[type-arg]
             | "AsDict" >> beam.Map(to_dict)
             | "KeyByPartition" >> beam.Map(lambda r: (_group_key(r, config), r))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "CommitGroup" >> beam.ParDo(_AppendGroupFn(config)).with_outputs(
-                ROWS, main="commits")
+            | "CommitGroup" >> beam.ParDo(_AppendGroupFn(config)).with_outputs(ROWS, main="commits")
         )
 
 
@@ -86,8 +85,10 @@ def _scope(group: str, config: AppendConfig) -> BooleanExpression:
     expr: BooleanExpression = EqualTo(config.tenant_field, tenant)
     if day and config.day_field:
         start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-        window = And(GreaterThanOrEqual(config.day_field, start.isoformat()),
-                     LessThan(config.day_field, (start + timedelta(days=1)).isoformat()))
+        window = And(
+            GreaterThanOrEqual(config.day_field, start.isoformat()),
+            LessThan(config.day_field, (start + timedelta(days=1)).isoformat()),
+        )
         expr = And(expr, window)
     return expr
 
@@ -108,9 +109,15 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         # The batch id names the exact set of rows: a retry of the same group reuses it.
         digest = hashlib.sha256("\n".join(r[self.config.key] for r in rows).encode())
         result = append_once(
-            self.catalog, self.config.table, table, key=self.config.key,
-            scope=_scope(group, self.config), run_id=self.config.run_id,
-            batch_id=f"{group}:{digest.hexdigest()[:16]}", config=self.config.commit)
+            self.catalog,
+            self.config.table,
+            table,
+            key=self.config.key,
+            scope=_scope(group, self.config),
+            run_id=self.config.run_id,
+            batch_id=f"{group}:{digest.hexdigest()[:16]}",
+            config=self.config.commit,
+        )
         self.committed.inc(result.rows_committed)
         self.present.inc(result.rows_already_present)
         yield result

@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -91,9 +91,7 @@ def to_document(record: Row) -> Row:
     """An explanation record as an OpenSearch document (JSON-safe times)."""
     doc = {}
     for key, value in record.items():
-        doc[key] = (
-            value.astimezone(timezone.utc).isoformat() if isinstance(value, datetime) else value
-        )
+        doc[key] = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
     return doc
 
 
@@ -126,7 +124,7 @@ def index_records(
             "_id": record["explanation_id"],
             "_source": to_document(record),
             "_index": config.index_for(
-                record["tenant_id"], record["event_ts"].astimezone(timezone.utc).date()
+                record["tenant_id"], record["event_ts"].astimezone(UTC).date()
             ),
         }
         for record in records

@@ -33,8 +33,11 @@ class DemoHome:
     def config(self, **overrides: object) -> BatchJobConfig:
         args: dict[str, object] = dict(
             inputs=tuple(str(p) for p in self.generated.paths),
-            registry_root=str(self.home / "models"), policies=load_policies(POLICY),
-            catalog=CatalogConfig(home=self.home), day=DAY)
+            registry_root=str(self.home / "models"),
+            policies=load_policies(POLICY),
+            catalog=CatalogConfig(home=self.home),
+            day=DAY,
+        )
         args.update(overrides)
         return BatchJobConfig(**args)  # type: ignore[arg-type]
 

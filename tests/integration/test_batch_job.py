@@ -65,14 +65,17 @@ def test_records_carry_provenance_and_sampling_weights(demo_home: DemoHome) -> N
 
 
 def test_an_attribution_is_recomputable_from_the_record_and_the_artifact_alone(
-        demo_home: DemoHome) -> None:
+    demo_home: DemoHome,
+) -> None:
     rows = [r for r in _explanations(demo_home) if r["tenant_id"] == "acme"][:20]
     artifact = demo_home.home / "models/acme/tumor-triage/1/model.pt"
     model = torch.jit.load(str(artifact))  # no whylake code from here on
-    x = torch.tensor([[a["input_value"] for a in r["attributions"]] for r in rows],
-                     dtype=torch.float64)
-    base = torch.tensor([[a["baseline_value"] for a in r["attributions"]] for r in rows],
-                        dtype=torch.float64)
+    x = torch.tensor(
+        [[a["input_value"] for a in r["attributions"]] for r in rows], dtype=torch.float64
+    )
+    base = torch.tensor(
+        [[a["baseline_value"] for a in r["attributions"]] for r in rows], dtype=torch.float64
+    )
     model64 = model.double()
     ig = IntegratedGradients(lambda t: model64(t))
     expected = ig.attribute(x, baselines=base, n_steps=50, method="gausslegendre").numpy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from datetime import date
+from datetime import UTC, date
 
 import pytest
 
@@ -115,10 +115,10 @@ def test_feature_and_time_range_query(demo_home: DemoHome, replica: OpenSearchCo
     for doc in hits:
         bmi = next(a for a in doc["attributions"] if a["feature"] == "bmi")
         assert abs(bmi["value"]) >= 5.0
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     none = search(
-        replica, SearchQuery(tenant_id="globex", since=datetime(2030, 1, 1, tzinfo=timezone.utc))
+        replica, SearchQuery(tenant_id="globex", since=datetime(2030, 1, 1, tzinfo=UTC))
     )
     assert none == []
 

@@ -31,8 +31,9 @@ def counterfactuals_for_rows(
         monotone={f.name: f.monotone for f in card.features if f.monotone},
     )
     # The card's declared bounds win over the reference sample's range where it gives them.
-    lower = np.array([s if f.lower is None else f.lower for f, s in zip(card.features, spec.lower)])
-    upper = np.array([s if f.upper is None else f.upper for f, s in zip(card.features, spec.upper)])
+    pairs = list(zip(card.features, spec.lower, spec.upper, strict=True))
+    lower = np.array([lo if f.lower is None else f.lower for f, lo, _ in pairs])
+    upper = np.array([hi if f.upper is None else f.upper for f, _, hi in pairs])
     spec = replace(spec, lower=lower, upper=upper)
     threshold = float(card.decision_threshold if card.decision_threshold is not None else 0.5)
     searched, ref_scores = model.module, model.reference_scores

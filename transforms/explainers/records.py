@@ -9,7 +9,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
@@ -156,7 +156,7 @@ class ModelBank:
             {"whylake": asdict(cfg), "ig": ig.config, "shap": shap.config if shap else None},
             sort_keys=True, default=str)
         config_hash = cfg.digest()
-        explained_at = datetime.now(timezone.utc)
+        explained_at = datetime.now(UTC)
         records = []
         for i, row in enumerate(rows):
             digest = input_digest(names, x[i])

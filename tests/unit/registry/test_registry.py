@@ -12,10 +12,18 @@ from schemas.model_card import FeatureSpec, ModelCard
 
 
 def _card() -> ModelCard:
-    return ModelCard(tenant_id="acme", model_id="lin", model_version="1", kind="linear",
-                     task="regression", features=(FeatureSpec("a"), FeatureSpec("b")),
-                     baseline=(0.0, 0.0), baseline_kind="zeros", output_name="y",
-                     output_description="a linear score")
+    return ModelCard(
+        tenant_id="acme",
+        model_id="lin",
+        model_version="1",
+        kind="linear",
+        task="regression",
+        features=(FeatureSpec("a"), FeatureSpec("b")),
+        baseline=(0.0, 0.0),
+        baseline_kind="zeros",
+        output_name="y",
+        output_description="a linear score",
+    )
 
 
 def _module(w: tuple[float, float]) -> torch.jit.ScriptModule:

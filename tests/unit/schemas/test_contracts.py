@@ -21,9 +21,15 @@ from schemas.model_card import FeatureSpec, ModelCard
 from schemas.run_manifest import RUN_ARROW_SCHEMA, RUN_SCHEMA
 
 
-@pytest.mark.parametrize("iceberg, arrow", [
-    (INFERENCE_SCHEMA, INFERENCE_ARROW_SCHEMA), (EXPLANATION_SCHEMA, EXPLANATION_ARROW_SCHEMA),
-    (DEAD_LETTER_SCHEMA, DEAD_LETTER_ARROW_SCHEMA), (RUN_SCHEMA, RUN_ARROW_SCHEMA)])
+@pytest.mark.parametrize(
+    "iceberg, arrow",
+    [
+        (INFERENCE_SCHEMA, INFERENCE_ARROW_SCHEMA),
+        (EXPLANATION_SCHEMA, EXPLANATION_ARROW_SCHEMA),
+        (DEAD_LETTER_SCHEMA, DEAD_LETTER_ARROW_SCHEMA),
+        (RUN_SCHEMA, RUN_ARROW_SCHEMA),
+    ],
+)
 def test_arrow_schema_carries_the_iceberg_field_ids(iceberg, arrow) -> None:
     assert arrow.names == [f.name for f in iceberg.fields]
     for field in iceberg.fields:
@@ -51,8 +57,10 @@ def test_dead_letter_element_type_matches_the_table() -> None:
 
 def test_explanations_are_partitioned_by_tenant_and_day() -> None:
     by_source = {f.source_id: str(f.transform) for f in EXPLANATION_PARTITION_SPEC.fields}
-    assert by_source == {EXPLANATION_SCHEMA.find_field("tenant_id").field_id: "identity",
-                         EXPLANATION_SCHEMA.find_field("event_ts").field_id: "day"}
+    assert by_source == {
+        EXPLANATION_SCHEMA.find_field("tenant_id").field_id: "identity",
+        EXPLANATION_SCHEMA.find_field("event_ts").field_id: "day",
+    }
 
 
 def test_explanation_schema_has_counterfactual_columns() -> None:
@@ -71,26 +79,41 @@ def test_a_record_missing_a_required_field_is_refused() -> None:
 
 
 def _card(**kw) -> ModelCard:
-    args = dict(tenant_id="t", model_id="m", model_version="1", kind="mlp",
-                task="classification", features=(FeatureSpec("a"), FeatureSpec("b")),
-                baseline=(0.0, 0.0), baseline_kind="zeros", output_name="p",
-                output_description="probability")
+    args = dict(
+        tenant_id="t",
+        model_id="m",
+        model_version="1",
+        kind="mlp",
+        task="classification",
+        features=(FeatureSpec("a"), FeatureSpec("b")),
+        baseline=(0.0, 0.0),
+        baseline_kind="zeros",
+        output_name="p",
+        output_description="probability",
+    )
     args.update(kw)
     return ModelCard(**args)
 
 
 def test_model_card_round_trips_through_json() -> None:
-    card = _card(features=(FeatureSpec("a", lower=0.0, upper=1.0, immutable=True),
-                           FeatureSpec("b", type="int")))
+    card = _card(
+        features=(
+            FeatureSpec("a", lower=0.0, upper=1.0, immutable=True),
+            FeatureSpec("b", type="int"),
+        )
+    )
     assert ModelCard.from_json(card.to_json()) == card
     assert "Infinity" not in card.to_json()  # portable JSON for readers without our code
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"baseline": (0.0,)}, "baseline has 1 values"),
-    ({"kind": "forest"}, "model kind"),
-    ({"features": (FeatureSpec("a"), FeatureSpec("a")), "baseline": (0.0, 0.0)}, "duplicate"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"baseline": (0.0,)}, "baseline has 1 values"),
+        ({"kind": "forest"}, "model kind"),
+        ({"features": (FeatureSpec("a"), FeatureSpec("a")), "baseline": (0.0, 0.0)}, "duplicate"),
+    ],
+)
 def test_model_card_rejects_inconsistent_cards(kw, message) -> None:
     with pytest.raises(ValueError, match=message):
         _card(**kw)
