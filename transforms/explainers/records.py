@@ -8,7 +8,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -114,7 +114,8 @@ class ModelBank:
     def model(self, key: tuple[str, str, str]) -> LoadedModel:
         if key not in self._models:
             loaded = self.registry.load(*key)
-            self._models[key] = loaded
+            # The explainers run where the model lives: move it to this worker's device once.
+            self._models[key] = replace(loaded, module=loaded.module.to(self.device))
         return self._models[key]
 
     def explain(self, rows: Iterable[Row], run_id: str) -> list[Row]:

@@ -1,0 +1,21 @@
+"""Pure torch/numpy explainers (IG, SHAP, exact Shapley, stability, summaries); no Beam here."""
+
+from __future__ import annotations
+
+from transforms.explainers.device import pick_device
+from transforms.explainers.exact_shapley import exact_shapley
+from transforms.explainers.integrated_gradients import integrated_gradients
+from transforms.explainers.result import AttributionResult
+from transforms.explainers.shap_values import shap_attributions
+from transforms.explainers.stability import attribution_stability
+from transforms.explainers.summary import summarize
+
+__all__ = [
+    "AttributionResult",
+    "attribution_stability",
+    "exact_shapley",
+    "integrated_gradients",
+    "pick_device",
+    "shap_attributions",
+    "summarize",
+]
