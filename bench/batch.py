@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--work", type=Path, default=Path(".whylake/bench-batch"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--runner-arg", action="append", default=[],
+                        help="extra Beam option, e.g. --runner-arg=--direct_num_workers=2")
     args = parser.parse_args(argv)
 
     work = args.work.resolve()
