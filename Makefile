@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 STAMP := $(VENV)/.installed
 INFRA := bash infra/services.sh
 
@@ -38,13 +39,17 @@ lint: setup ## ruff + mypy on the pure packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy schemas transforms/sampling
 
-bench: bench-batch bench-explainers ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-replica ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M records through the batch job, 2% explained -> bench/results/batch.json
 	$(PY) -m bench.batch
 
 bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/explainers.json
-	$(PY) -m bench.explainers
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.explainers $(BENCH_ARGS)
+
+bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/results/replica.json
+	$(PY) -m bench.replica
 
 up: setup ## Fetch pinned servers (.infra/cache) and start OpenSearch + Kafka on 127.0.0.1
 	$(INFRA) fetch opensearch kafka flink
@@ -63,4 +68,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-replica up up-all down status clean

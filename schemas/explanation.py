@@ -134,7 +134,7 @@ EXPLANATION_SCHEMA = Schema(
         "counterfactual_status",
         StringType(),
         required=False,
-        doc="found / not_found / not_requested / unsupported",
+        doc="found / not_found / already_met / not_requested",
     ),
     NestedField(
         64,

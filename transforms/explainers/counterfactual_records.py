@@ -29,6 +29,7 @@ def counterfactuals_for_rows(
         immutable=tuple(f.name for f in card.features if f.immutable),
         integer=tuple(f.name for f in card.features if f.type == "int"),
         monotone={f.name: f.monotone for f in card.features if f.monotone},
+        categorical_groups=_onehot_groups(card),
     )
     # The card's declared bounds win over the reference sample's range where it gives them.
     pairs = list(zip(card.features, spec.lower, spec.upper, strict=True))
@@ -92,3 +93,12 @@ def _raw_score(model: LoadedModel, values: np.ndarray, searched_score: float) ->
     with torch.no_grad():
         out = model.module(torch.tensor(values[None, :], dtype=torch.float32))
     return float(out.reshape(-1)[0])
+
+
+def _onehot_groups(card: Any) -> tuple[tuple[str, ...], ...]:
+    """The card's one-hot groups (features sharing a `group`), kept valid by the search."""
+    groups: dict[str, list[str]] = {}
+    for f in card.features:
+        if f.group is not None:
+            groups.setdefault(f.group, []).append(f.name)
+    return tuple(tuple(names) for names in groups.values())

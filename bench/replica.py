@@ -1,0 +1,142 @@
+"""Benchmark the OpenSearch hot replica: documents/s indexed, and search latency p50/p99.
+
+Indexes N explanation documents (default 1,000,000, spread over the demo tenants and 30 days)
+with the same bulk path the pipeline uses, then times request-id lookups and tenant +
+time-range queries. Writes bench/results/replica.json. Needs `make up` (a local node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lake.replica import SearchQuery, search
+from transforms.write_opensearch import OpenSearchConfig, index_records
+
+RESULTS = Path(__file__).resolve().parent / "results" / "replica.json"
+TENANTS = ("acme", "globex", "initech")
+START = datetime(2026, 10, 23, tzinfo=timezone.utc)
+
+
+def _documents(n: int, seed: int = 7) -> Any:
+    """Explanation records shaped like the pipeline's (30 attributions each), cheaply varied."""
+    rng = random.Random(seed)
+    features = [f"feature_{j:02d}" for j in range(30)]
+    for i in range(n):
+        tenant = TENANTS[i % len(TENANTS)]
+        event_ts = START + timedelta(seconds=rng.randrange(30 * 86_400))
+        values = [rng.gauss(0, 0.05) for _ in features]
+        yield {
+            "explanation_id": uuid.UUID(int=rng.getrandbits(128)).hex,
+            "tenant_id": tenant, "request_id": f"{tenant}-{i:09d}", "event_ts": event_ts,
+            "explained_at": event_ts + timedelta(hours=1), "run_id": "bench",
+            "model_id": "m", "model_version": "1", "model_sha256": "0" * 64,
+            "output_name": "p", "prediction": rng.random(), "logged_score": rng.random(),
+            "predicted_class": None, "user_id_hash": None, "input_hash": "1" * 64,
+            "source": "bench", "policy_version": "bench/priority", "schema_version": 1,
+            "summary": "The predicted p is 0.5 above the base value, mainly because feature_01.",
+            "flags": None, "explainer_method": "integrated_gradients", "explainer_config": "{}",
+            "explainer_config_hash": "2" * 64, "explainer_versions": "{}",
+            "baseline_kind": "training mean", "seed": 0, "base_value": 0.3, "device": "cpu",
+            "attributions": [{"feature": f, "value": v, "input_value": 1.0,
+                              "baseline_value": 0.0} for f, v in zip(features, values)],
+            "shap_values": values, "completeness_error": 1e-4, "shap_additivity_error": 1e-8,
+            "stability": 0.8, "score_drift": 0.0, "counterfactual_status": "not_requested",
+            "counterfactuals": None, "sampling_policy": "bench/priority",
+            "sampling_reason": "priority", "inclusion_probability": 0.02, "ht_weight": 50.0,
+            "stratum_size": 1000,
+        }
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.array(samples) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "mean_ms": round(float(ms.mean()), 2), "queries": len(samples)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--chunk", type=int, default=5000)
+    parser.add_argument("--url", default=os.environ.get("WHYLAKE_OPENSEARCH_URL",
+                                                        "http://127.0.0.1:9200"))
+    parser.add_argument("--keep", action="store_true", help="keep the indices afterwards")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    config = OpenSearchConfig(url=args.url, index_prefix="bench-replica", batch_size=1000)
+    client = config.client()
+    client.indices.delete(index="bench-replica-*", ignore_unavailable=True)
+    known: set[str] = set()
+    indexed = failed = 0
+    ids: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    chunk: list[dict[str, Any]] = []
+    for doc in _documents(args.documents):
+        chunk.append(doc)
+        if len(ids) < 50_000 or random.random() < 0.01:
+            ids.append((doc["tenant_id"], doc["request_id"]))
+        if len(chunk) == args.chunk:
+            outcome = index_records(client, config, chunk, known)
+            indexed, failed, chunk = indexed + outcome.indexed, failed + outcome.failed, []
+            if indexed % 100_000 < args.chunk:
+                rate = indexed / (time.perf_counter() - start)
+                print(f"indexed {indexed:,} ({rate:,.0f} docs/s)", flush=True)
+    if chunk:
+        outcome = index_records(client, config, chunk, known)
+        indexed, failed = indexed + outcome.indexed, failed + outcome.failed
+    index_s = time.perf_counter() - start
+    client.indices.refresh(index="bench-replica-*")
+    count = client.count(index="bench-replica-*")["count"]
+
+    rng = random.Random(11)
+    lookups = []
+    for _ in range(args.queries):
+        tenant, request_id = rng.choice(ids)
+        t0 = time.perf_counter()
+        hits = search(config, SearchQuery(tenant_id=tenant, request_id=request_id))
+        lookups.append(time.perf_counter() - t0)
+        assert len(hits) == 1, (tenant, request_id, len(hits))
+    ranges = []
+    for _ in range(args.queries):
+        tenant = rng.choice(TENANTS)
+        since = START + timedelta(hours=rng.randrange(29 * 24))
+        t0 = time.perf_counter()
+        search(config, SearchQuery(tenant_id=tenant, since=since,
+                                   until=since + timedelta(hours=6), size=20))
+        ranges.append(time.perf_counter() - t0)
+    result = {
+        "benchmark": "replica",
+        "documents_indexed": indexed, "documents_failed": failed, "documents_in_index": count,
+        "index_s": round(index_s, 1), "documents_per_s": round(indexed / index_s, 1),
+        "request_id_lookup": _percentiles(lookups),
+        "tenant_time_range_query": _percentiles(ranges),
+        "goals": "indexing >= 10,000 docs/s; request-id lookup p99 < 20 ms over 1M documents",
+        "notes": "latency is the whole whylake search call (client + HTTP + query) on loopback",
+        "settings": {"url": args.url, "chunk": args.chunk, "bulk_batch": config.batch_size,
+                     "indices": "one per tenant per day, 1 shard, 0 replicas, refresh 1s"},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "server": client.info()["version"]["number"],
+    }
+    if not args.keep:
+        client.indices.delete(index="bench-replica-*", ignore_unavailable=True)
+    client.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
