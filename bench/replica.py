@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.queries):
         tenant, request_id = rng.choice(ids)
         t0 = time.perf_counter()
-        hits = search(config, SearchQuery(tenant_id=tenant, request_id=request_id))
+        hits = search(config, SearchQuery(tenant_id=tenant, request_id=request_id), client)
         lookups.append(time.perf_counter() - t0)
         assert len(hits) == 1, (tenant, request_id, len(hits))
     ranges = []
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         since = START + timedelta(hours=rng.randrange(29 * 24))
         t0 = time.perf_counter()
         search(config, SearchQuery(tenant_id=tenant, since=since,
-                                   until=since + timedelta(hours=6), size=20))
+                                   until=since + timedelta(hours=6), size=20), client)
         ranges.append(time.perf_counter() - t0)
     result = {
         "benchmark": "replica",

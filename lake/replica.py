@@ -95,8 +95,10 @@ class SearchQuery:
     size: int = 20
 
 
-def search(config: OpenSearchConfig, query: SearchQuery) -> list[dict[str, Any]]:
-    """Documents of one tenant's indices only, newest event first."""
+def search(
+    config: OpenSearchConfig, query: SearchQuery, client: Any | None = None
+) -> list[dict[str, Any]]:
+    """Documents of one tenant's indices only, newest event first (reuses `client` if given)."""
     must: list[dict[str, Any]] = [{"term": {"tenant_id": query.tenant_id}}]
     if query.request_id:
         must.append({"term": {"request_id": query.request_id}})
@@ -126,7 +128,8 @@ def search(config: OpenSearchConfig, query: SearchQuery) -> list[dict[str, Any]]
                 }
             }
         )
-    client = config.client()
+    own = client is None
+    client = client if client is not None else config.client()
     try:
         # The index pattern names the tenant (validated: no wildcard or comma can widen it);
         # the term filter on tenant_id is a second, independent fence.
@@ -140,5 +143,6 @@ def search(config: OpenSearchConfig, query: SearchQuery) -> list[dict[str, Any]]
             params={"ignore_unavailable": "true", "allow_no_indices": "true"},
         )
     finally:
-        client.close()
+        if own:
+            client.close()
     return [hit["_source"] for hit in response["hits"]["hits"]]

@@ -16,7 +16,11 @@ from tests.integration.conftest import DAY, DemoHome
 from transforms.write_opensearch import OpenSearchConfig, check_tenant
 
 pytestmark = pytest.mark.integration
-URL = os.environ.get("WHYLAKE_TEST_OPENSEARCH_URL", "http://127.0.0.1:9200")
+# The node `make up` starts (infra/services.sh honours WHYLAKE_OPENSEARCH_PORT too).
+URL = os.environ.get(
+    "WHYLAKE_TEST_OPENSEARCH_URL",
+    f"http://127.0.0.1:{os.environ.get('WHYLAKE_OPENSEARCH_PORT', '9200')}",
+)
 
 
 @pytest.fixture(scope="module")
