@@ -58,8 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--work", type=Path, default=Path(".whylake/bench-batch"))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--runner-arg", action="append", default=[],
-                        help="extra Beam option, e.g. --runner-arg=--direct_num_workers=2")
+    parser.add_argument(
+        "--runner-arg",
+        action="append",
+        default=[],
+        help="extra Beam option, e.g. --runner-arg=--direct_num_workers=2",
+    )
     args = parser.parse_args(argv)
 
     work = args.work.resolve()
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         counts[stage] = counts.get(stage, 0) + n
 
     stop = listen(on_count)
+    load_before = os.getloadavg()
     start = time.perf_counter()
     try:
         summary = run_batch(
@@ -141,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
+            # Other work on the machine skews every figure: recorded, not corrected.
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
         "versions": library_versions(),
         "settings": {

@@ -14,7 +14,7 @@ import platform
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from transforms.write_opensearch import OpenSearchConfig, index_records
 
 RESULTS = Path(__file__).resolve().parent / "results" / "replica.json"
 TENANTS = ("acme", "globex", "initech")
-START = datetime(2026, 10, 23, tzinfo=timezone.utc)
+START = datetime(2026, 10, 23, tzinfo=UTC)
 
 
 def _documents(n: int, seed: int = 7) -> Any:
@@ -38,31 +38,60 @@ def _documents(n: int, seed: int = 7) -> Any:
         values = [rng.gauss(0, 0.05) for _ in features]
         yield {
             "explanation_id": uuid.UUID(int=rng.getrandbits(128)).hex,
-            "tenant_id": tenant, "request_id": f"{tenant}-{i:09d}", "event_ts": event_ts,
-            "explained_at": event_ts + timedelta(hours=1), "run_id": "bench",
-            "model_id": "m", "model_version": "1", "model_sha256": "0" * 64,
-            "output_name": "p", "prediction": rng.random(), "logged_score": rng.random(),
-            "predicted_class": None, "user_id_hash": None, "input_hash": "1" * 64,
-            "source": "bench", "policy_version": "bench/priority", "schema_version": 1,
+            "tenant_id": tenant,
+            "request_id": f"{tenant}-{i:09d}",
+            "event_ts": event_ts,
+            "explained_at": event_ts + timedelta(hours=1),
+            "run_id": "bench",
+            "model_id": "m",
+            "model_version": "1",
+            "model_sha256": "0" * 64,
+            "output_name": "p",
+            "prediction": rng.random(),
+            "logged_score": rng.random(),
+            "predicted_class": None,
+            "user_id_hash": None,
+            "input_hash": "1" * 64,
+            "source": "bench",
+            "policy_version": "bench/priority",
+            "schema_version": 1,
             "summary": "The predicted p is 0.5 above the base value, mainly because feature_01.",
-            "flags": None, "explainer_method": "integrated_gradients", "explainer_config": "{}",
-            "explainer_config_hash": "2" * 64, "explainer_versions": "{}",
-            "baseline_kind": "training mean", "seed": 0, "base_value": 0.3, "device": "cpu",
-            "attributions": [{"feature": f, "value": v, "input_value": 1.0,
-                              "baseline_value": 0.0} for f, v in zip(features, values)],
-            "shap_values": values, "completeness_error": 1e-4, "shap_additivity_error": 1e-8,
-            "stability": 0.8, "score_drift": 0.0, "counterfactual_status": "not_requested",
-            "counterfactuals": None, "sampling_policy": "bench/priority",
-            "sampling_reason": "priority", "inclusion_probability": 0.02, "ht_weight": 50.0,
+            "flags": None,
+            "explainer_method": "integrated_gradients",
+            "explainer_config": "{}",
+            "explainer_config_hash": "2" * 64,
+            "explainer_versions": "{}",
+            "baseline_kind": "training mean",
+            "seed": 0,
+            "base_value": 0.3,
+            "device": "cpu",
+            "attributions": [
+                {"feature": f, "value": v, "input_value": 1.0, "baseline_value": 0.0}
+                for f, v in zip(features, values, strict=True)
+            ],
+            "shap_values": values,
+            "completeness_error": 1e-4,
+            "shap_additivity_error": 1e-8,
+            "stability": 0.8,
+            "score_drift": 0.0,
+            "counterfactual_status": "not_requested",
+            "counterfactuals": None,
+            "sampling_policy": "bench/priority",
+            "sampling_reason": "priority",
+            "inclusion_probability": 0.02,
+            "ht_weight": 50.0,
             "stratum_size": 1000,
         }
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.array(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2), "queries": len(samples)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+        "queries": len(samples),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,8 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--documents", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--chunk", type=int, default=5000)
-    parser.add_argument("--url", default=os.environ.get("WHYLAKE_OPENSEARCH_URL",
-                                                        "http://127.0.0.1:9200"))
+    parser.add_argument(
+        "--url", default=os.environ.get("WHYLAKE_OPENSEARCH_URL", "http://127.0.0.1:9200")
+    )
     parser.add_argument("--keep", action="store_true", help="keep the indices afterwards")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -114,20 +144,34 @@ def main(argv: list[str] | None = None) -> None:
         tenant = rng.choice(TENANTS)
         since = START + timedelta(hours=rng.randrange(29 * 24))
         t0 = time.perf_counter()
-        search(config, SearchQuery(tenant_id=tenant, since=since,
-                                   until=since + timedelta(hours=6), size=20), client)
+        search(
+            config,
+            SearchQuery(tenant_id=tenant, since=since, until=since + timedelta(hours=6), size=20),
+            client,
+        )
         ranges.append(time.perf_counter() - t0)
     result = {
         "benchmark": "replica",
-        "documents_indexed": indexed, "documents_failed": failed, "documents_in_index": count,
-        "index_s": round(index_s, 1), "documents_per_s": round(indexed / index_s, 1),
+        "documents_indexed": indexed,
+        "documents_failed": failed,
+        "documents_in_index": count,
+        "index_s": round(index_s, 1),
+        "documents_per_s": round(indexed / index_s, 1),
         "request_id_lookup": _percentiles(lookups),
         "tenant_time_range_query": _percentiles(ranges),
         "goals": "indexing >= 10,000 docs/s; request-id lookup p99 < 20 ms over 1M documents",
         "notes": "latency is the whole whylake search call (client + HTTP + query) on loopback",
-        "settings": {"url": args.url, "chunk": args.chunk, "bulk_batch": config.batch_size,
-                     "indices": "one per tenant per day, 1 shard, 0 replicas, refresh 1s"},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "settings": {
+            "url": args.url,
+            "chunk": args.chunk,
+            "bulk_batch": config.batch_size,
+            "indices": "one per tenant per day, 1 shard, 0 replicas, refresh 1s",
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
         "server": client.info()["version"]["number"],
     }
     if not args.keep:
