@@ -39,7 +39,7 @@ lint: setup ## ruff + mypy on the pure packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy schemas transforms/sampling
 
-bench: bench-batch bench-explainers bench-replica ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-replica bench-stream ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M records through the batch job, 2% explained -> bench/results/batch.json
 	$(PY) -m bench.batch
@@ -48,15 +48,17 @@ bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/expl
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.explainers $(BENCH_ARGS)
 
+bench-stream: up ## Kafka -> Prism -> Iceberg/OpenSearch events/s and latency -> bench/results/streaming.json
+	$(PY) -m bench.streaming
+
 bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/results/replica.json
 	$(PY) -m bench.replica
 
-up: setup ## Fetch pinned servers (.infra/cache) and start OpenSearch + Kafka on 127.0.0.1
-	$(INFRA) fetch opensearch kafka flink
+up: setup ## Fetch pinned servers + build Prism (.infra/cache); start OpenSearch + Kafka
+	$(INFRA) fetch opensearch kafka flink prism
 	$(INFRA) up opensearch kafka
 
-up-all: up ## Also build Prism (Go module proxy) and start a long-running Flink job server
-	$(INFRA) fetch prism
+up-all: up ## Also start a long-running Flink job server
 	$(INFRA) up flink
 
 down: ## Stop the local services
@@ -68,4 +70,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-replica up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-replica bench-stream up up-all down status clean

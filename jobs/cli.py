@@ -118,6 +118,78 @@ def batch(
 
 
 @app.command()
+def stream(
+    topic: Annotated[str, typer.Option(help="Kafka topic of inference records (JSON values)")],
+    bootstrap_servers: Annotated[
+        str, typer.Option(envvar="WHYLAKE_KAFKA_BOOTSTRAP", help="Kafka brokers, host:port,...")
+    ] = "127.0.0.1:9092",
+    group_id: Annotated[
+        str, typer.Option(help="Consumer group whose offsets the job commits")
+    ] = "whylake-stream",
+    runner: Annotated[
+        str, typer.Option(help="PrismRunner (default), or a portable runner via --runner-arg")
+    ] = "PrismRunner",
+    prism_location: Annotated[
+        str | None,
+        typer.Option(help="Local Prism binary (default .infra/cache/prism/v2.77.0/bin/prism)"),
+    ] = None,
+    runner_arg: Annotated[
+        list[str] | None,
+        typer.Option("--runner-arg", help="Extra Beam pipeline option (repeatable)"),
+    ] = None,
+    window_s: Annotated[float, typer.Option(help="Event-time window length, seconds")] = 5.0,
+    allowed_lateness_s: Annotated[
+        float, typer.Option(help="How late a record may be and still be explained, seconds")
+    ] = 30.0,
+    policy: Annotated[str, typer.Option(help="Sampling policy YAML")] = DEFAULT_POLICY,
+    registry: Annotated[
+        Path | None, typer.Option(help="Model registry folder (default <home>/models)")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: cuda if present)")
+    ] = None,
+    ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
+    shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
+    opensearch_url: Annotated[
+        str | None,
+        typer.Option(envvar="WHYLAKE_OPENSEARCH_URL", help="Hot replica, written after Iceberg"),
+    ] = None,
+    max_runtime_s: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)")
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Explain a Kafka topic continuously: windows -> sample -> explain -> Iceberg -> OpenSearch."""
+    from jobs.stream_job import run_stream
+    from lake.catalog import CatalogConfig, default_home
+    from pipelines.streaming import StreamJobConfig
+    from transforms.explainers.records import ExplainConfig
+    from transforms.sampling.policy import load_policies
+    from transforms.write_opensearch import OpenSearchConfig
+
+    home_dir = (home or default_home()).resolve()
+    config = StreamJobConfig(
+        topic=topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        registry_root=str(registry or home_dir / "models"),
+        policies=load_policies(policy),
+        catalog=CatalogConfig(home=home_dir),
+        explain=ExplainConfig(ig_steps=ig_steps, shap=shap),
+        opensearch=OpenSearchConfig.from_env(opensearch_url),
+        device=device,
+        window_s=window_s,
+        allowed_lateness_s=allowed_lateness_s,
+        runner=runner,
+        prism_location=prism_location,
+        runner_args=tuple(runner_arg or ()),
+    )
+    summary = run_stream(config, console=console, max_runtime_s=max_runtime_s)
+    if "FAILED" in summary.state:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="One SELECT over explanations / dead_letters")],
     tenant: Annotated[str, typer.Option(help="The tenant whose rows the query may see")],

@@ -210,23 +210,27 @@ class _WriteToOpenSearchFn(beam.DoFn):  # type: ignore[misc]
         self.known: set[str] = set()
 
     def start_bundle(self) -> None:
-        self.buffer: list[Row] = []
+        # One buffer per window: an outcome is emitted in the window of the rows it indexed,
+        # so the step works on windowed (streaming) input as well as in the global window.
+        self.buffers: dict[Any, list[Row]] = {}
 
-    def process(self, record: Row) -> Iterator[IndexOutcome]:
-        self.buffer.append(record)
-        if len(self.buffer) >= self.config.batch_size:
-            yield self._flush()
+    def process(
+        self, record: Row, window: Any = beam.DoFn.WindowParam
+    ) -> Iterator[IndexOutcome]:
+        buffer = self.buffers.setdefault(window, [])
+        buffer.append(record)
+        if len(buffer) >= self.config.batch_size:
+            yield self._flush(self.buffers.pop(window))
 
     def finish_bundle(self) -> Iterator[Any]:
-        if self.buffer:
-            from apache_beam.transforms.window import GlobalWindow
-            from apache_beam.utils.windowed_value import WindowedValue
+        from apache_beam.utils.windowed_value import WindowedValue
 
-            yield WindowedValue(self._flush(), 0, [GlobalWindow()])
+        for window, buffer in self.buffers.items():
+            yield WindowedValue(self._flush(buffer), window.max_timestamp(), [window])
+        self.buffers = {}
 
-    def _flush(self) -> IndexOutcome:
-        outcome = index_records(self.client, self.config, self.buffer, self.known)
-        self.buffer = []
+    def _flush(self, buffer: list[Row]) -> IndexOutcome:
+        outcome = index_records(self.client, self.config, buffer, self.known)
         self.indexed.inc(outcome.indexed)
         self.lag.inc(outcome.failed)
         return outcome

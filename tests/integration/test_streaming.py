@@ -1,0 +1,408 @@
+"""The streaming job on Prism against a real Kafka broker and OpenSearch node: exactly once.
+
+Each test runs `whylake stream` in a subprocess (its own process group, so Prism dies with it),
+produces events with event_ts = now (the Kafka timestamp too), and checks the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs.demo_data import _jsonable, tenant_table
+from jobs.demo_models import register_demo_models
+from lake.catalog import DEAD_LETTERS, EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
+from registry.store import ModelRegistry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[2]
+PRISM = REPO / ".infra/cache/prism/v2.77.0/bin/prism"
+KAFKA = os.environ.get("WHYLAKE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+OPENSEARCH = os.environ.get("WHYLAKE_OPENSEARCH_URL", "http://127.0.0.1:9200")
+POLICY = REPO / "schemas/policies/default.yaml"
+WINDOW_S = 2
+TENANTS = ("acme", "globex")
+
+
+def _require_services(bootstrap: str = KAFKA) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000}
+    )
+    try:
+        admin.list_topics(timeout=5)
+    except KafkaException as exc:
+        pytest.fail(f"Kafka is not reachable at {bootstrap} ({exc}): run `make up`")
+    try:
+        urllib.request.urlopen(OPENSEARCH, timeout=5).close()
+    except OSError as exc:
+        pytest.fail(f"OpenSearch is not reachable at {OPENSEARCH} ({exc}): run `make up`")
+    if not PRISM.exists():
+        pytest.skip(
+            f"the Prism runner binary is missing ({PRISM}): `infra/services.sh fetch prism` "
+            "(or `make up-all`) builds it from the Go module proxy"
+        )
+
+
+@pytest.fixture(scope="module")
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _require_services()
+    root = tmp_path_factory.mktemp("stream-models") / "models"
+    register_demo_models(ModelRegistry(root))
+    return root
+
+
+class StreamJob:
+    """One `whylake stream` subprocess; restartable; killed with its process group."""
+
+    def __init__(self, home: Path, topic: str, policy: Path, registry: Path, bootstrap: str):
+        self.home, self.topic, self.policy, self.registry = home, topic, policy, registry
+        self.bootstrap = bootstrap
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.home / f"job-{self.starts}.log", "wb")  # noqa: SIM115 — the job owns it
+        cmd = [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "stream",
+            f"--topic={self.topic}",
+            f"--bootstrap-servers={self.bootstrap}",
+            f"--group-id=test-{self.topic}",
+            f"--home={self.home}",
+            f"--registry={self.registry}",
+            f"--policy={self.policy}",
+            f"--window-s={WINDOW_S}",
+            "--allowed-lateness-s=2",
+            f"--opensearch-url={OPENSEARCH}",
+            f"--prism-location={PRISM}",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the job and everything it started (Prism): a crash, nothing flushed."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM, as an operator would: the job cancels the pipeline and exits 0."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            self.kill()
+
+    def log(self) -> str:
+        return "\n".join(
+            (self.home / f"job-{i}.log").read_text(errors="replace")[-3000:]
+            for i in range(1, self.starts + 1)
+        )
+
+
+@pytest.fixture
+def job_factory(tmp_path: Path, registry_root: Path) -> Iterator[Callable[..., StreamJob]]:
+    jobs: list[StreamJob] = []
+
+    def make(topic: str, policy: Path, bootstrap: str = KAFKA) -> StreamJob:
+        home = tmp_path / f"home-{len(jobs)}"
+        home.mkdir()
+        ensure_tables(open_catalog(CatalogConfig(home=home)))
+        job = StreamJob(home, topic, policy, registry_root, bootstrap)
+        jobs.append(job)
+        return job
+
+    yield make
+    for job in jobs:
+        job.kill()
+
+
+def _policy(tmp_path: Path, budget: int) -> Path:
+    policy = yaml.safe_load(POLICY.read_text())
+    policy["defaults"]["budget_per_day"] = budget
+    for overrides in policy["tenants"].values():
+        overrides.pop("budget_per_day", None)
+    path = tmp_path / f"policy-{budget}.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def _create_topic(bootstrap: str = KAFKA, partitions: int = 2) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"whylake-test-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(timeout=30)
+    return topic
+
+
+def _events(registry: Path, prefix: str, per_tenant: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Valid records of the demo tenants, interleaved, with request ids unique to the test."""
+    reg = ModelRegistry(registry)
+    per = {
+        t: [
+            _jsonable(r)
+            for r in tenant_table(reg, t, datetime.now(UTC).date(), per_tenant, seed).to_pylist()
+        ]
+        for t in TENANTS
+    }
+    out = []
+    for i in range(per_tenant):
+        for tenant in TENANTS:
+            row = per[tenant][i]
+            row["request_id"] = f"{prefix}-{tenant}-{i:05d}"
+            out.append(row)
+    return out
+
+
+def _produce(
+    topic: str,
+    events: list[dict[str, Any]],
+    rate: float,
+    bootstrap: str = KAFKA,
+    raw: tuple[bytes, ...] = (),
+) -> None:
+    """Produce at about `rate` events/s, stamping event_ts (and the Kafka timestamp) with now."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    t0 = time.monotonic()
+    for i, event in enumerate(events):
+        now = datetime.now(UTC)
+        event["event_ts"] = now.isoformat()
+        ms = int(now.timestamp() * 1000)
+        producer.produce(topic, json.dumps(event).encode(), key=event["request_id"], timestamp=ms)
+        if i == len(events) // 2:
+            for value in raw:
+                producer.produce(topic, value, timestamp=ms)
+        ahead = (i + 1) / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            producer.poll(0)
+            time.sleep(ahead)
+    assert producer.flush(60) == 0, "the producer could not deliver every event"
+
+
+def _wait_for(what: str, predicate: Callable[[], bool], timeout_s: float, job: StreamJob) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if job.proc is not None and job.proc.poll() is not None:
+            pytest.fail(
+                f"the stream job exited ({job.proc.returncode}) before {what}:\n{job.log()}"
+            )
+        time.sleep(1.0)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}:\n{job.log()}")
+
+
+def _explanations(home: Path) -> list[dict[str, Any]]:
+    table = open_catalog(CatalogConfig(home=home)).load_table(EXPLANATIONS)
+    fields = ("explanation_id", "request_id", "tenant_id", "event_ts", "sampling_reason")
+    return table.scan(selected_fields=(*fields, "stratum_size")).to_arrow().to_pylist()
+
+
+def _dead_letters(home: Path) -> list[dict[str, Any]]:
+    table = open_catalog(CatalogConfig(home=home)).load_table(DEAD_LETTERS)
+    return table.scan().to_arrow().to_pylist()
+
+
+def _offsets_at_end(topic: str, bootstrap: str = KAFKA) -> bool:
+    """Whether the job's group has committed every partition to its end."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{topic}"})
+    try:
+        parts = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in parts]
+        committed = consumer.committed(tps, timeout=5)
+        ends = [consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in tps]
+        return all(c.offset == end for c, end in zip(committed, ends, strict=True))
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()
+
+
+def _replica_ids(prefix: str) -> Counter[str]:
+    """explanation_id -> number of documents in OpenSearch, for this test's requests."""
+    from opensearchpy import OpenSearch
+
+    client = OpenSearch(hosts=[OPENSEARCH], timeout=30)
+    pattern = "whylake-explanations-*"
+    client.indices.refresh(index=pattern)
+    hits = client.search(
+        index=pattern,
+        body={"query": {"prefix": {"request_id": prefix}}, "size": 10_000, "_source": False},
+    )["hits"]["hits"]
+    return Counter(h["_id"] for h in hits)
+
+
+def _assert_once_everywhere(home: Path, prefix: str) -> list[dict[str, Any]]:
+    rows = _explanations(home)
+    ids = Counter(r["explanation_id"] for r in rows)
+    requests = Counter(r["request_id"] for r in rows)
+    assert max(ids.values(), default=1) == 1, "an explanation id is in Iceberg twice"
+    assert max(requests.values(), default=1) == 1, "a request was explained twice"
+    replica = _replica_ids(prefix)
+    assert replica == Counter(ids), "OpenSearch does not hold exactly the Iceberg rows"
+    return rows
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _always(event: dict[str, Any]) -> bool:
+    """The default policy's always-explain rules (flags, confidence < 0.55, risk > 0.9)."""
+    conf = event.get("confidence")
+    return bool(
+        set(event.get("flags") or ()) & {"flagged", "disputed", "high_risk"}
+        or (conf is not None and conf < 0.55)
+        or event.get("risk_score", 0) > 0.9
+    )
+
+
+def _window(ts: str | datetime) -> int:
+    when = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
+    return int(when.timestamp() * 1000) // (WINDOW_S * 1000)
+
+
+def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_dead_letters(
+    job_factory: Callable[..., StreamJob], registry_root: Path, tmp_path: Path
+) -> None:
+    budget = 15
+    topic = _create_topic()
+    job = job_factory(topic, _policy(tmp_path, budget))
+    events = _events(registry_root, topic, per_tenant=250)
+    job.start()
+    _produce(topic, events, rate=150, raw=(b'{"tenant_id": "acme", "request_id": broken',))
+    _wait_for("every offset committed", lambda: _offsets_at_end(topic), 120, job)
+    assert job.stop() == 0, job.log()
+
+    rows = _assert_once_everywhere(job.home, topic)
+    # Per (tenant, window) stratum: every always-explain event, min(k, population) sampled.
+    population: Counter[tuple[str, int]] = Counter()
+    for e in events:
+        if not _always(e):
+            population[(e["tenant_id"], _window(e["event_ts"]))] += 1
+    always = {e["request_id"] for e in events if _always(e)}
+    got_always = {r["request_id"] for r in rows if r["sampling_reason"].startswith("always:")}
+    assert got_always == always
+    sampled: Counter[tuple[str, int]] = Counter()
+    for r in rows:
+        if not r["sampling_reason"].startswith("always:"):
+            key = (r["tenant_id"], _window(r["event_ts"]))
+            sampled[key] += 1
+            assert r["stratum_size"] == population[key], f"stratum {key} lost records"
+    assert sampled == {k: min(budget, n) for k, n in population.items()}
+    assert len(rows) < len(events), "the budget should have left events unexplained"
+
+    dead = _dead_letters(job.home)
+    assert len(dead) == 1, dead
+    assert dead[0]["stage"] == "read" and dead[0]["source"].startswith(f"kafka://{topic}/")
+    assert "broken" in dead[0]["record"]
+
+
+def test_killed_mid_stream_and_restarted_loses_nothing_and_doubles_nothing(
+    job_factory: Callable[..., StreamJob], registry_root: Path, tmp_path: Path
+) -> None:
+    topic = _create_topic()
+    job = job_factory(topic, _policy(tmp_path, budget=100_000))  # every event explained
+    events = _events(registry_root, topic, per_tenant=300)
+    producer = threading.Thread(target=_produce, args=(topic, events, 80))
+    job.start()
+    producer.start()
+    _wait_for("a first committed window", lambda: len(_explanations(job.home)) > 0, 90, job)
+    job.kill()
+    at_kill = len(_explanations(job.home))
+    job.start()
+    producer.join(timeout=120)
+    assert at_kill < len(events), "the job was not killed mid-stream"
+    _wait_for("every offset committed", lambda: _offsets_at_end(topic), 150, job)
+    assert job.stop() == 0, job.log()
+
+    rows = _assert_once_everywhere(job.home, topic)
+    assert {r["request_id"] for r in rows} == {e["request_id"] for e in events}
+
+
+def test_the_job_resumes_after_the_broker_stops_and_restarts(
+    job_factory: Callable[..., StreamJob], registry_root: Path, tmp_path: Path
+) -> None:
+    # A private broker: stopping the shared one would break other suites running beside this.
+    port, controller = _free_ports(2)
+    env = {
+        **os.environ,
+        "WHYLAKE_INFRA_RUN": str(tmp_path / "infra"),
+        "WHYLAKE_KAFKA_PORT": str(port),
+        "WHYLAKE_KAFKA_CONTROLLER_PORT": str(controller),
+    }
+    bootstrap = f"127.0.0.1:{env['WHYLAKE_KAFKA_PORT']}"
+
+    def broker(action: str) -> None:
+        done = subprocess.run(
+            ["bash", "infra/services.sh", action, "kafka"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
+        assert done.returncode == 0, (
+            f"infra/services.sh {action} kafka:\n{done.stdout}{done.stderr}"
+        )
+
+    broker("up")
+    try:
+        topic = _create_topic(bootstrap)
+        job = job_factory(topic, _policy(tmp_path, budget=100_000), bootstrap)
+        events = _events(registry_root, topic, per_tenant=100)
+        half = len(events) // 2
+        job.start()
+        _produce(topic, events[:half], rate=100, bootstrap=bootstrap)
+        _wait_for("the first half", lambda: len(_explanations(job.home)) == half, 90, job)
+        broker("down")
+        time.sleep(3)
+        broker("up")
+        _produce(topic, events[half:], rate=100, bootstrap=bootstrap)
+        _wait_for("every offset committed", lambda: _offsets_at_end(topic, bootstrap), 150, job)
+        assert job.stop() == 0, job.log()
+        rows = _assert_once_everywhere(job.home, topic)
+        assert {r["request_id"] for r in rows} == {e["request_id"] for e in events}
+    finally:
+        subprocess.run(
+            ["bash", "infra/services.sh", "down", "kafka"], cwd=REPO, env=env, timeout=120
+        )

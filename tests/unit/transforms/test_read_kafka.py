@@ -1,0 +1,131 @@
+"""The Kafka reader's pure parts: offset bookkeeping, split refusal, and parsing into batches."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.restriction_trackers import OffsetRange
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
+
+from transforms.read_kafka import (
+    KafkaReadConfig,
+    KafkaRecord,
+    OffsetLedger,
+    ParseConfig,
+    ParseKafkaRecords,
+    _CheckpointOnlyTracker,
+    _finished_from_metadata,
+    _merge,
+    advance_frontier,
+)
+
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+def test_ranges_merge_when_they_touch_or_overlap() -> None:
+    assert _merge([(5, 9), (0, 4), (20, 20), (8, 12)]) == [(0, 12), (20, 20)]
+    assert _merge([]) == []
+
+
+def test_frontier_moves_only_over_a_contiguous_finished_prefix() -> None:
+    # Offsets 0-9 finished (window 1000), 15-19 finished (window 3000), 10-14 still open.
+    frontier, rest, ahead = advance_frontier(0, [(0, 9), (15, 19)], {1000: 9, 3000: 19})
+    assert frontier == 10
+    assert rest == [(15, 19)]
+    assert ahead == {3000: 19}  # re-read after a restart: its records must be skipped
+    frontier, rest, ahead = advance_frontier(frontier, [(10, 14), *rest], ahead)
+    assert (frontier, rest, ahead) == (20, [], {})
+
+
+def test_the_tracker_takes_checkpoints_but_declines_dynamic_splits() -> None:
+    tracker = _CheckpointOnlyTracker(OffsetRange(5, 2**62))
+    assert tracker.try_claim(5)
+    assert tracker.try_split(0.5) is None  # Prism asks for half of [6, ∞): no such offsets
+    primary, residual = tracker.try_split(0)
+    assert (primary.start, primary.stop, residual.start) == (5, 6, 6)
+
+
+def test_offset_metadata_round_trips_and_tolerates_garbage() -> None:
+    assert _finished_from_metadata(json.dumps({"finished": [1000, 3000]})) == {1000, 3000}
+    assert _finished_from_metadata(None) == set()
+    assert _finished_from_metadata("not json") == set()
+
+
+def test_config_checks_itself() -> None:
+    with pytest.raises(ValueError, match="topic"):
+        KafkaReadConfig(topic="")
+    with pytest.raises(ValueError, match="max_out_of_orderness_s"):
+        KafkaReadConfig(topic="t", max_out_of_orderness_s=-1)
+
+
+def _event(request_id: str) -> bytes:
+    return json.dumps(
+        {
+            "tenant_id": "acme",
+            "request_id": request_id,
+            "event_ts": "2026-11-21T12:00:01+00:00",
+            "model_id": "m",
+            "model_version": "1",
+            "features": {"a": 1.0},
+            "score": 0.5,
+        }
+    ).encode()
+
+
+def _record(offset: int, value: bytes, claimed_from: int | None = None) -> KafkaRecord:
+    start = offset if claimed_from is None else claimed_from
+    return KafkaRecord("t", 0, offset, start, int(T0 * 1000), None, value)
+
+
+def _parse(records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+    config = ParseConfig("run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False)
+    return records | beam.WindowInto(window.FixedWindows(5)) | ParseKafkaRecords(config)
+
+
+def _check(parsed: beam.pvalue.DoOutputsTuple) -> None:
+    ids = parsed.records | "Ids" >> beam.FlatMap(lambda b: b.column("request_id").to_pylist())
+    assert_that(ids, equal_to(["r-0", "r-2"]), label="valid")
+    sources = parsed.dead_letters | "Sources" >> beam.Map(lambda d: (d.stage, d.source))
+    assert_that(sources, equal_to([("read", "kafka://t/0@1")]), label="dead")
+    covered = parsed.offsets | "Covered" >> beam.FlatMap(
+        lambda ledger: [
+            o for _, _, ranges in ledger.entries for lo, hi in ranges for o in range(lo, hi + 1)
+        ]
+    )
+    # The three records tile offsets 0-3 (offset 2 was a control record: covered by r-2).
+    assert_that(covered, equal_to([0, 1, 2, 3]), label="ledger")
+
+
+def test_parse_on_create_batches_valid_records_and_dead_letters_the_rest() -> None:
+    records = [_record(0, _event("r-0")), _record(1, b"{broken"), _record(3, _event("r-2"), 2)]
+    with TestPipeline(runner="FnApiRunner") as p:
+        stamped = (
+            p
+            | beam.Create(records)
+            | beam.Map(lambda r: window.TimestampedValue(r, r.timestamp_ms / 1000))
+        )
+        _check(_parse(stamped))
+
+
+def test_parse_on_test_stream_gives_the_same_outputs() -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0)
+        .add_elements([window.TimestampedValue(_record(0, _event("r-0")), T0)])
+        .add_elements([window.TimestampedValue(_record(1, b"{broken"), T0)])
+        .add_elements([window.TimestampedValue(_record(3, _event("r-2"), 2), T0)])
+        .advance_watermark_to_infinity()
+    )
+    with TestPipeline(runner="DirectRunner", options=None) as p:
+        _check(_parse(p | stream))
+
+
+def test_a_ledger_is_a_plain_tuple() -> None:
+    ledger = OffsetLedger("t", ((1000, 0, ((0, 3),)),))
+    assert ledger.entries[0][2] == ((0, 3),)
