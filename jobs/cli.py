@@ -157,6 +157,13 @@ def stream(
     max_runtime_s: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)")
     ] = None,
+    kafka_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="librdkafka setting key=value (repeatable), e.g. "
+            "security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512"
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
     """Explain a Kafka topic continuously: windows -> sample -> explain -> Iceberg -> OpenSearch."""
@@ -183,6 +190,7 @@ def stream(
         runner=runner,
         prism_location=prism_location,
         runner_args=tuple(runner_arg or ()),
+        kafka_config=tuple(_key_value(kv) for kv in kafka_config or ()),
     )
     summary = run_stream(config, console=console, max_runtime_s=max_runtime_s)
     if "FAILED" in summary.state:
@@ -377,6 +385,13 @@ def demo(
     from jobs.demo import run_demo
 
     run_demo(home, per_tenant, date.fromisoformat(day) if day else None, console)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"{text!r} is not key=value")
+    return key.strip(), value.strip()
 
 
 def _print_arrow(result, output: str) -> None:  # type: ignore[no-untyped-def]

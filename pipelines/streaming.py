@@ -71,6 +71,8 @@ class StreamJobConfig:
     runner: str = "PrismRunner"
     prism_location: str | None = None  # a local Prism binary (Beam would download one)
     runner_args: tuple[str, ...] = ()
+    # Extra librdkafka settings for production brokers, e.g. security.protocol=SASL_SSL.
+    kafka_config: tuple[tuple[str, str], ...] = ()
     run_id: str = field(default_factory=lambda: f"stream-{uuid.uuid4().hex[:12]}")
 
     def __post_init__(self) -> None:
@@ -86,6 +88,7 @@ class StreamJobConfig:
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
             max_out_of_orderness_s=self.max_out_of_orderness_s,
+            consumer_config=self.kafka_config,
         )
 
     def describe(self) -> dict[str, Any]:
