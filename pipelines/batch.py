@@ -16,19 +16,13 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from lake.catalog import DEAD_LETTERS, EXPLANATIONS, CatalogConfig
-from schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA
-from schemas.explanation import EXPLANATION_ARROW_SCHEMA
-from transforms.check import CheckConfig, CheckExplanations
-from transforms.explain import ExplainSampledRecords, ExplainStageConfig
+from lake.catalog import CatalogConfig
+from pipelines.explain_and_store import ExplainAndStore, StoreConfig
 from transforms.explainers.records import ExplainConfig
 from transforms.progress import report
 from transforms.read import ReadConfig, ReadInferenceRecords
-from transforms.sample import SampleAndCountByPolicy, SampleConfig
 from transforms.sampling.policy import SamplingPolicies
-from transforms.validate import ValidateConfig, ValidateRecords
-from transforms.write_iceberg import AppendConfig, AppendToIceberg
-from transforms.write_opensearch import OpenSearchConfig, WriteToOpenSearch
+from transforms.write_opensearch import OpenSearchConfig
 
 
 @dataclass(frozen=True)
@@ -77,67 +71,20 @@ def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollectio
         ReadConfig(config.inputs, run_id=config.run_id, batch_rows=config.batch_rows)
     )
     scoped = read.records | "KeepScope" >> beam.ParDo(_KeepScopeFn(config.day, config.tenant))
-    validated = scoped | "Validate" >> ValidateRecords(
-        ValidateConfig(config.registry_root, config.run_id)
-    )
-    sampled = validated.valid | "Sample" >> SampleAndCountByPolicy(SampleConfig(config.policies))
-    counted = sampled.samples | "CountSampled" >> beam.Map(_count, "records_sampled")
-    explained = counted | "Explain" >> ExplainSampledRecords(
-        ExplainStageConfig(
-            registry_root=config.registry_root,
-            run_id=config.run_id,
-            policies=config.policies,
-            explain=config.explain,
-            device=config.device,
-        )
-    )
-    checked = explained["explained"] | "Check" >> CheckExplanations(
-        CheckConfig(config.run_id, config.explain.max_relative_completeness_error)
-    )
-    appended = checked.checked | "AppendExplanations" >> AppendToIceberg(
-        AppendConfig(
-            table=EXPLANATIONS,
-            key="explanation_id",
-            schema=EXPLANATION_ARROW_SCHEMA,
-            run_id=config.run_id,
-            day_field="event_ts",
-            catalog=config.catalog,
-            emit_rows=config.opensearch is not None,
-        )
-    )
-    commits = appended.commits
-    if config.opensearch is not None:
-        # Fed by rows whose Iceberg commit is durable: the replica never runs ahead.
-        _ = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(config.opensearch)
-    dead = (
-        (read.dead_letters, validated.dead_letters, explained["dead_letters"], checked.dead_letters)
-        | "MergeDeadLetters" >> beam.Flatten()
-        | "CountDead" >> beam.Map(_count, "dead_letters")
-    )
-    dead_commits = (
-        dead
-        | "AppendDeadLetters"
-        >> AppendToIceberg(
-            AppendConfig(
-                table=DEAD_LETTERS,
-                key="dead_letter_id",
-                schema=DEAD_LETTER_ARROW_SCHEMA,
+    stored = {"records": scoped, "dead_letters": read.dead_letters} | "ExplainAndStore" >> (
+        ExplainAndStore(
+            StoreConfig(
                 run_id=config.run_id,
+                registry_root=config.registry_root,
+                policies=config.policies,
                 catalog=config.catalog,
-            ),
-            to_dict=lambda d: d._asdict(),
+                explain=config.explain,
+                device=config.device,
+                opensearch=config.opensearch,
+            )
         )
-    ).commits
-    _ = commits | "ReportCommitted" >> beam.Map(
-        lambda c: report("committed", c.rows_committed + c.rows_already_present)
     )
-    return {"commits": commits, "dead_letter_commits": dead_commits, "counts": sampled.counts}
-
-
-def _count(element: Any, stage: str) -> Any:
-    Metrics.counter("whylake", stage).inc()
-    report(stage, 1)
-    return element
+    return stored
 
 
 class _KeepScopeFn(beam.DoFn):  # type: ignore[misc]

@@ -20,18 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from lake.catalog import DEAD_LETTERS, EXPLANATIONS, CatalogConfig
-from schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA
-from schemas.explanation import EXPLANATION_ARROW_SCHEMA
-from transforms.check import CheckConfig, CheckExplanations
-from transforms.explain import ExplainSampledRecords, ExplainStageConfig
+from lake.catalog import CatalogConfig
+from pipelines.explain_and_store import ExplainAndStore, StoreConfig
 from transforms.explainers.records import ExplainConfig
-from transforms.progress import report
 from transforms.read_kafka import (
     CommitKafkaOffsets,
     CommitOffsetsConfig,
@@ -40,11 +35,8 @@ from transforms.read_kafka import (
     ParseKafkaRecords,
     ReadFromKafkaTopic,
 )
-from transforms.sample import SampleAndCountByPolicy, SampleConfig
 from transforms.sampling.policy import SamplingPolicies
-from transforms.validate import ValidateConfig, ValidateRecords
-from transforms.write_iceberg import AppendConfig, AppendToIceberg
-from transforms.write_opensearch import OpenSearchConfig, WriteToOpenSearch
+from transforms.write_opensearch import OpenSearchConfig
 
 # Built by `infra/services.sh fetch prism` from the Go module proxy (the release zip that Beam
 # would download from GitHub is not reachable here).
@@ -120,80 +112,25 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
     parsed = windowed | "Parse" >> ParseKafkaRecords(
         ParseConfig(config.run_id, kafka, batch_rows=config.batch_rows)
     )
-    validated = parsed.records | "Validate" >> ValidateRecords(
-        ValidateConfig(config.registry_root, config.run_id)
-    )
-    sampled = validated.valid | "Sample" >> SampleAndCountByPolicy(SampleConfig(config.policies))
-    counted = sampled.samples | "CountSampled" >> beam.Map(_count, "records_sampled")
-    explained = counted | "Explain" >> ExplainSampledRecords(
-        ExplainStageConfig(
-            registry_root=config.registry_root,
-            run_id=config.run_id,
-            policies=config.policies,
-            explain=config.explain,
-            device=config.device,
-        )
-    )
-    checked = explained["explained"] | "Check" >> CheckExplanations(
-        CheckConfig(config.run_id, config.explain.max_relative_completeness_error)
-    )
-    appended = checked.checked | "AppendExplanations" >> AppendToIceberg(
-        AppendConfig(
-            table=EXPLANATIONS,
-            key="explanation_id",
-            schema=EXPLANATION_ARROW_SCHEMA,
-            run_id=config.run_id,
-            day_field="event_ts",
-            catalog=config.catalog,
-            emit_rows=config.opensearch is not None,
-        )
-    )
-    if config.opensearch is not None:
-        # Fed by rows whose Iceberg commit is durable: the replica never runs ahead.
-        _ = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(config.opensearch)
-    dead = (
-        (
-            parsed.dead_letters,
-            validated.dead_letters,
-            explained["dead_letters"],
-            checked.dead_letters,
-        )
-        | "MergeDeadLetters" >> beam.Flatten()
-        | "CountDead" >> beam.Map(_count, "dead_letters")
-    )
-    dead_commits = (
-        dead
-        | "AppendDeadLetters"
-        >> AppendToIceberg(
-            AppendConfig(
-                table=DEAD_LETTERS,
-                key="dead_letter_id",
-                schema=DEAD_LETTER_ARROW_SCHEMA,
+    stored = {"records": parsed.records, "dead_letters": parsed.dead_letters} | (
+        "ExplainAndStore"
+        >> ExplainAndStore(
+            StoreConfig(
                 run_id=config.run_id,
+                registry_root=config.registry_root,
+                policies=config.policies,
                 catalog=config.catalog,
-            ),
-            to_dict=lambda d: d._asdict(),
+                explain=config.explain,
+                device=config.device,
+                opensearch=config.opensearch,
+            )
         )
-    ).commits
-    _ = appended.commits | "ReportCommitted" >> beam.Map(
-        lambda c: report("committed", c.rows_committed + c.rows_already_present)
     )
     offsets = parsed.offsets | "CommitOffsets" >> CommitKafkaOffsets(
         CommitOffsetsConfig(kafka, allowed_lateness_s=config.allowed_lateness_s),
-        after=(appended.commits, dead_commits),
+        after=(stored["commits"], stored["dead_letter_commits"]),
     )
-    return {
-        "commits": appended.commits,
-        "dead_letter_commits": dead_commits,
-        "counts": sampled.counts,
-        "offsets": offsets,
-    }
-
-
-def _count(element: Any, stage: str) -> Any:
-    Metrics.counter("whylake", stage).inc()
-    report(stage, 1)
-    return element
+    return {**stored, "offsets": offsets}
 
 
 def pipeline_options(config: StreamJobConfig) -> PipelineOptions:
