@@ -7,6 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
@@ -105,16 +106,11 @@ def append_once(
 
 
 def _first_per_key(rows: pa.Table, key: str) -> pa.Table:
+    """The first row of each key, in the original order."""
     if rows.num_rows == 0:
         return rows
-    _, first = _unique_first_indices(rows[key])
+    positions = rows.select([key]).append_column("_pos", pa.array(range(rows.num_rows)))
+    first = positions.group_by(key, use_threads=False).aggregate([("_pos", "min")])["_pos_min"]
     if len(first) == rows.num_rows:
         return rows
-    return rows.take(pa.array(sorted(first)))
-
-
-def _unique_first_indices(column: pa.ChunkedArray) -> tuple[list[object], list[int]]:
-    seen: dict[object, int] = {}
-    for i, value in enumerate(column.to_pylist()):
-        seen.setdefault(value, i)
-    return list(seen), list(seen.values())
+    return rows.take(pa.array(np.sort(first.to_numpy())))
