@@ -72,17 +72,7 @@ def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollectio
     )
     scoped = read.records | "KeepScope" >> beam.ParDo(_KeepScopeFn(config.day, config.tenant))
     stored = {"records": scoped, "dead_letters": read.dead_letters} | "ExplainAndStore" >> (
-        ExplainAndStore(
-            StoreConfig(
-                run_id=config.run_id,
-                registry_root=config.registry_root,
-                policies=config.policies,
-                catalog=config.catalog,
-                explain=config.explain,
-                device=config.device,
-                opensearch=config.opensearch,
-            )
-        )
+        ExplainAndStore(StoreConfig.of(config))
     )
     return stored
 

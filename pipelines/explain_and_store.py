@@ -34,6 +34,11 @@ class StoreConfig:
     device: str | None = None
     opensearch: OpenSearchConfig | None = None
 
+    @classmethod
+    def of(cls, job: Any) -> StoreConfig:
+        """The shared settings of a batch or streaming job config (same field names)."""
+        return cls(**{name: getattr(job, name) for name in cls.__dataclass_fields__})
+
 
 class ExplainAndStore(beam.PTransform):  # type: ignore[type-arg]
     """{"records": Arrow batches, "dead_letters": upstream dead letters} -> commits.

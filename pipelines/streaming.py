@@ -113,18 +113,7 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
         ParseConfig(config.run_id, kafka, batch_rows=config.batch_rows)
     )
     stored = {"records": parsed.records, "dead_letters": parsed.dead_letters} | (
-        "ExplainAndStore"
-        >> ExplainAndStore(
-            StoreConfig(
-                run_id=config.run_id,
-                registry_root=config.registry_root,
-                policies=config.policies,
-                catalog=config.catalog,
-                explain=config.explain,
-                device=config.device,
-                opensearch=config.opensearch,
-            )
-        )
+        "ExplainAndStore" >> ExplainAndStore(StoreConfig.of(config))
     )
     offsets = parsed.offsets | "CommitOffsets" >> CommitKafkaOffsets(
         CommitOffsetsConfig(kafka, allowed_lateness_s=config.allowed_lateness_s),
