@@ -32,6 +32,15 @@ Home = Annotated[
     ),
 ]
 
+# Options the batch and the streaming job share.
+Policy = Annotated[str, typer.Option(help="Sampling policy YAML")]
+Registry = Annotated[
+    Path | None, typer.Option(help="Model registry folder (default <home>/models)")
+]
+Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")]
+IgSteps = Annotated[int, typer.Option(help="Integrated Gradients steps")]
+Shap = Annotated[bool, typer.Option(help="Also compute SHAP values")]
+
 
 def _parse_time(value: str) -> datetime:
     try:
@@ -72,15 +81,11 @@ def batch(
             help="Extra Beam pipeline option, e.g. --runner-arg=--flink_master=host:8081",
         ),
     ] = None,
-    policy: Annotated[str, typer.Option(help="Sampling policy YAML")] = DEFAULT_POLICY,
-    registry: Annotated[
-        Path | None, typer.Option(help="Model registry folder (default <home>/models)")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu or cuda (default: cuda if present)")
-    ] = None,
-    ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
-    shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
+    policy: Policy = DEFAULT_POLICY,
+    registry: Registry = None,
+    device: Device = None,
+    ig_steps: IgSteps = 50,
+    shap: Shap = True,
     opensearch_url: Annotated[
         str | None,
         typer.Option(
@@ -141,15 +146,11 @@ def stream(
     allowed_lateness_s: Annotated[
         float, typer.Option(help="How late a record may be and still be explained, seconds")
     ] = 30.0,
-    policy: Annotated[str, typer.Option(help="Sampling policy YAML")] = DEFAULT_POLICY,
-    registry: Annotated[
-        Path | None, typer.Option(help="Model registry folder (default <home>/models)")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu or cuda (default: cuda if present)")
-    ] = None,
-    ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps")] = 50,
-    shap: Annotated[bool, typer.Option(help="Also compute SHAP values")] = True,
+    policy: Policy = DEFAULT_POLICY,
+    registry: Registry = None,
+    device: Device = None,
+    ig_steps: IgSteps = 50,
+    shap: Shap = True,
     opensearch_url: Annotated[
         str | None,
         typer.Option(envvar="WHYLAKE_OPENSEARCH_URL", help="Hot replica, written after Iceberg"),
