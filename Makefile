@@ -13,7 +13,7 @@ INFRA := bash infra/services.sh
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
@@ -35,9 +35,13 @@ test: setup ## Whole suite; starts OpenSearch/Kafka/Flink if needed, stops what 
 test-unit: setup ## Unit tests only
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-lint: setup ## ruff + mypy on the pure packages
+lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy schemas transforms/sampling
+	$(VENV)/bin/ruff format --check .
+	@tree=$$($(PY) tools/package_tree.py build/package-tree) && cd $$tree && \
+	  $(CURDIR)/$(VENV)/bin/lint-imports --config $(CURDIR)/pyproject.toml && \
+	  $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers
 
 bench: bench-batch bench-explainers bench-replica bench-stream ## Run every benchmark (figures in bench/results/)
 

@@ -19,15 +19,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from jobs.batch_job import run_batch
-from jobs.demo_data import tenant_table
-from jobs.demo_models import DEMO_TENANTS, register_demo_models
-from lake.catalog import CatalogConfig
-from pipelines.batch import BatchJobConfig
-from registry.store import ModelRegistry
-from transforms.explainers.records import ExplainConfig, library_versions
-from transforms.progress import listen
-from transforms.sampling.policy import load_policies
+from whylake.jobs.batch_job import run_batch
+from whylake.jobs.demo_data import tenant_table
+from whylake.jobs.demo_models import DEMO_TENANTS, register_demo_models
+from whylake.lake.catalog import CatalogConfig
+from whylake.pipelines.configs import BatchJobConfig, StoreConfig
+from whylake.registry.store import ModelRegistry
+from whylake.schemas.secrets import Secret
+from whylake.transforms.explainers.config import ExplainConfig
+from whylake.transforms.explanation_records import library_versions
+from whylake.transforms.progress import listen
+from whylake.transforms.sampling.policy import load_policies
 
 DAY = date(2026, 11, 21)
 RESULTS = Path(__file__).resolve().parent / "results" / "batch.json"
@@ -106,11 +108,14 @@ def main(argv: list[str] | None = None) -> None:
         summary = run_batch(
             BatchJobConfig(
                 inputs=(str(inputs / "*.parquet"),),
-                registry_root=str(work / "models"),
-                policies=load_policies(policy),
-                catalog=CatalogConfig(home=home),
-                explain=ExplainConfig(),
-                device=args.device,
+                store=StoreConfig(
+                    registry_root=str(work / "models"),
+                    policies=load_policies(policy),
+                    hash_key=Secret("whylake-bench-key", "bench"),  # generated user ids
+                    catalog=CatalogConfig.embedded(home),
+                    explain=ExplainConfig(),
+                    device=args.device,
+                ),
                 day=DAY,
             )
         )

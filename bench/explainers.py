@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.reference_workload import ReferenceWorkload, build_reference_workload  # noqa: E402
-from transforms.explainers.counterfactuals import (  # noqa: E402
+from whylake.transforms.explainers.counterfactuals import (  # noqa: E402
     Counterfactual,
     CounterfactualConfig,
     CounterfactualSpec,
@@ -149,7 +149,7 @@ def quiet() -> Iterator[None]:
 def bench_ig(ctx: Context) -> dict[str, Any]:
     from captum.attr import IntegratedGradients
 
-    from transforms.explainers.integrated_gradients import integrated_gradients
+    from whylake.transforms.explainers.integrated_gradients import integrated_gradients
 
     x, base, model, dev, clock = ctx.x, ctx.w.baseline, ctx.model, ctx.device, ctx.clock
     n = x.shape[0]
@@ -241,7 +241,7 @@ def roofline(ctx: Context, ig: dict[str, Any]) -> dict[str, Any]:
 def bench_shap(ctx: Context) -> dict[str, Any]:
     import shap
 
-    from transforms.explainers.shap_values import shap_attributions
+    from whylake.transforms.explainers.shap_values import shap_attributions
 
     x, bg, model, dev, clock = ctx.x, ctx.w.background, ctx.model, ctx.device, ctx.clock
     n, d = x.shape

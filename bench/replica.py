@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from lake.replica import SearchQuery, search
-from transforms.write_opensearch import OpenSearchConfig, index_records
+from whylake.lake.opensearch import OpenSearchConfig, index_records
+from whylake.lake.replica import SearchQuery, search
 
 RESULTS = Path(__file__).resolve().parent / "results" / "replica.json"
 TENANTS = ("acme", "globex", "initech")

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jobs.demo_data import _jsonable, tenant_table
-from jobs.demo_models import DEMO_TENANTS, register_demo_models
-from lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
-from registry.store import ModelRegistry
+from whylake.jobs.demo_data import _jsonable, tenant_table
+from whylake.jobs.demo_models import DEMO_TENANTS, register_demo_models
+from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
+from whylake.registry.store import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench/results/streaming.json"
@@ -161,7 +161,7 @@ class _ReplicaPoller(threading.Thread):
 
 def _commit_times(home: Path, prefix: str) -> dict[str, tuple[float, float]]:
     """explanation_id -> (event time, commit time of the snapshot that added it), epoch s."""
-    table = open_catalog(CatalogConfig(home=home)).load_table(EXPLANATIONS)
+    table = open_catalog(CatalogConfig.embedded(home)).load_table(EXPLANATIONS)
     out: dict[str, tuple[float, float]] = {}
     for snap in sorted(table.snapshots(), key=lambda s: s.timestamp_ms):
         rows = table.scan(
@@ -199,8 +199,9 @@ def _start_job(args: argparse.Namespace, home: Path, topic: str, policy: Path) -
     cmd = [
         sys.executable,
         "-m",
-        "jobs.cli",
+        "whylake.jobs.cli",
         "stream",
+        "--insecure-demo-hash-key",  # generated events, made-up user ids
         f"--topic={topic}",
         f"--bootstrap-servers={args.bootstrap}",
         f"--group-id=bench-{topic}",
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="whylake-bench-stream-"))
     registry = ModelRegistry(work / "models")
     register_demo_models(registry)
-    ensure_tables(open_catalog(CatalogConfig(home=work)))
+    ensure_tables(open_catalog(CatalogConfig.embedded(work)))
     templates = _templates(registry, per_tenant=2000)
     budget = _budget(args, args.rate[0])
     policy = _policy(work / "policy.yaml", budget)

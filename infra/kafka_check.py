@@ -24,7 +24,9 @@ def main() -> int:
         if args.topic not in topics:
             future = admin.create_topics(
                 [NewTopic(args.topic, num_partitions=1, replication_factor=1)],
-                operation_timeout=args.timeout, request_timeout=args.timeout)[args.topic]
+                operation_timeout=args.timeout,
+                request_timeout=args.timeout,
+            )[args.topic]
             try:
                 future.result(timeout=args.timeout)
             except KafkaException as exc:

@@ -1,18 +1,31 @@
-"""Run the batch pipeline with live progress, then write and print the run manifest."""
+"""Run the batch pipeline with live progress and an honest run manifest: started, then final."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from pyiceberg.catalog import Catalog
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lake.catalog import ensure_tables, open_catalog
-from lake.runs import RunRecord, code_versions, record_run, snapshots_of_run
-from pipelines.batch import BatchJobConfig, describe_json, run
-from transforms.progress import listen
+from whylake.lake.catalog import ensure_tables, open_catalog
+from whylake.lake.runs import (
+    FAILED,
+    SUCCEEDED,
+    SUCCEEDED_WITH_WARNINGS,
+    RunRecord,
+    record_run,
+    snapshots_of_run,
+    start_run,
+)
+from whylake.pipelines.batch import RunOutcome, run
+from whylake.pipelines.configs import BatchJobConfig
+from whylake.transforms.progress import listen
 
 log = logging.getLogger(__name__)
 STAGES = ("read", "records_sampled", "committed", "dead_letters")
@@ -36,11 +49,40 @@ class BatchSummary:
 
 
 def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSummary:
-    """Run one batch job end to end and record it in whylake.runs."""
+    """Run one batch job end to end; whylake.runs gets a `started` row first, a final row last.
+
+    A run that raises is recorded `failed` (with the error) before the error propagates; a run
+    that is killed keeps its `started` row, so `whylake runs` shows it never finished.
+    """
     console = console or Console(stderr=True)
-    catalog = open_catalog(config.catalog)
+    catalog = open_catalog(config.store.catalog)
     ensure_tables(catalog)
-    warnings: list[str] = []
+    started = start_run(
+        catalog,
+        run_id=config.run_id,
+        job="batch",
+        runner=config.runner,
+        inputs=list(config.inputs),
+        tenants=[config.tenant] if config.tenant else sorted(config.store.policies.tenants),
+        config=json.dumps(config.describe(), sort_keys=True),
+        started_at=datetime.now(UTC),
+    )
+    t0 = time.perf_counter()
+    try:
+        outcome = _run_with_progress(config, console)
+    except BaseException as exc:
+        failed = _final(catalog, config, started, None, time.perf_counter() - t0, error=exc)
+        log.warning("run %s failed: %s", config.run_id, exc)
+        console.print(f"[red]run {config.run_id} failed:[/red] {exc}", highlight=False)
+        record_run(catalog, failed)
+        raise
+    final = _final(catalog, config, started, outcome, outcome.elapsed_s)
+    record_run(catalog, final)
+    print_summary(final, outcome.counters, console)
+    return BatchSummary(final)
+
+
+def _run_with_progress(config: BatchJobConfig, console: Console) -> RunOutcome:
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -57,52 +99,68 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
 
         stop = listen(on_count)
         try:
-            outcome = run(config)
+            return run(config)
         finally:
             stop()
-    c = outcome.counters
+
+
+def _final(
+    catalog: Catalog,
+    config: BatchJobConfig,
+    started: RunRecord,
+    outcome: RunOutcome | None,
+    elapsed_s: float,
+    error: BaseException | None = None,
+) -> RunRecord:
+    """The final manifest row: counts, snapshots, warnings and an honest status."""
+    c = outcome.counters if outcome is not None else {}
     read = c.get("records_read", 0)
     invalid = c.get("records_unreadable", 0) + c.get("records_invalid", 0)
+    sampled = c.get("records_sampled", 0)
     failed = c.get("records_failed_explain", 0) + c.get("records_failed_check", 0)
+    problems: list[str] = []  # each makes the run fail
+    warnings: list[str] = []
+    if error is not None:
+        problems.append(f"the run raised {type(error).__name__}: {error}")
     accounted = invalid + c.get("records_out_of_scope", 0) + c.get("records_valid", 0)
-    if accounted != read:
-        warnings.append(
+    if outcome is not None and accounted != read:
+        problems.append(
             f"count mismatch: read {read} != invalid + out of scope + valid ({accounted})"
         )
     if failed:
-        warnings.append(f"{failed} sampled records could not be explained: see dead_letters")
-    lag = c.get("replica_lag", 0) if config.opensearch else None
+        share = failed / sampled if sampled else 1.0
+        message = f"{failed} of {sampled} sampled records could not be explained: see dead_letters"
+        if share > config.max_failed_share:
+            problems.append(
+                f"{message} ({share:.1%} > max_failed_share {config.max_failed_share:.1%})"
+            )
+        else:
+            warnings.append(message)
+    lag = c.get("replica_lag", 0) if config.store.opensearch else None
     if lag:
         warnings.append(
             f"{lag} explanations are in Iceberg but not yet in OpenSearch: run "
             "`whylake replica backfill --since <day>` when it is reachable"
         )
-    record = RunRecord(
-        run_id=config.run_id,
-        job="batch",
-        status="succeeded_with_warnings" if warnings else "succeeded",
-        started_at=outcome.started_at,
-        finished_at=outcome.finished_at,
-        runner=config.runner,
-        inputs=list(config.inputs),
-        tenants=sorted(config.policies.tenants) if not config.tenant else [config.tenant],
-        records_read=read,
-        records_invalid=invalid,
-        records_sampled=c.get("records_sampled", 0),
-        records_explained=c.get("records_explained", 0),
-        records_failed=failed,
-        records_committed=c.get("whylake.explanations.committed", 0),
-        records_already_present=c.get("whylake.explanations.already_present", 0),
-        snapshot_ids=snapshots_of_run(catalog, config.run_id),
-        elapsed_s=outcome.elapsed_s,
-        config=describe_json(config),
-        versions=code_versions(),
-        warnings=warnings,
-        replica_lag=lag,
+    status = FAILED if problems else SUCCEEDED_WITH_WARNINGS if warnings else SUCCEEDED
+    return RunRecord(
+        **{
+            **started.__dict__,
+            "status": status,
+            "finished_at": datetime.now(UTC),
+            "elapsed_s": elapsed_s,
+            "records_read": read,
+            "records_invalid": invalid,
+            "records_sampled": sampled,
+            "records_explained": c.get("records_explained", 0),
+            "records_failed": failed,
+            "records_committed": c.get("whylake.explanations.committed", 0),
+            "records_already_present": c.get("whylake.explanations.already_present", 0),
+            "snapshot_ids": snapshots_of_run(catalog, config.run_id),
+            "warnings": [*problems, *warnings],
+            "replica_lag": lag,
+        }
     )
-    record_run(catalog, record)
-    print_summary(record, c, console)
-    return BatchSummary(record)
 
 
 def print_summary(record: RunRecord, counters: dict[str, int], console: Console) -> None:
@@ -128,7 +186,8 @@ def print_summary(record: RunRecord, counters: dict[str, int], console: Console)
     for what, count in rows:
         table.add_row(what, f"{count:,}")
     table.add_row("snapshot ids", ", ".join(map(str, record.snapshot_ids)) or "none (no new rows)")
-    table.add_row("elapsed", f"{record.elapsed_s:.1f} s")
+    table.add_row("elapsed", f"{record.elapsed_s or 0:.1f} s")
     console.print(table)
+    style = "red" if record.status == FAILED else "yellow"
     for warning in record.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        console.print(f"[{style}]{record.status}:[/{style}] {warning}", highlight=False)

@@ -1,45 +1,83 @@
-"""The whylake command line: batch job, tenant-scoped SQL, reconstruction, runs, demo."""
+"""The whylake command line: each command parses its options, builds configs, calls one job."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import traceback
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from whylake.jobs.output import OUTPUTS, console, print_arrow
+from whylake.schemas.errors import ConfigError, WhylakeError
 
 app = typer.Typer(
     help="whylake: an audit trail of why each sampled prediction came out as it did.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
-console = Console()
+_state = {"debug": False}
 
-DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "schemas/policies/default.yaml")
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", envvar="WHYLAKE_DEBUG", help="Show the full traceback of any error"
+        ),
+    ] = False,
+) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
 Home = Annotated[
     Path | None,
     typer.Option(
         "--home",
-        envvar="WHYLAKE_HOME",
-        help="Embedded catalog + warehouse folder (default ./.whylake); ignored when pyiceberg's "
-        "config (~/.pyiceberg.yaml or PYICEBERG_CATALOG__WHYLAKE__*) names the catalog.",
+        help="Embedded catalog + warehouse + registry folder (default $WHYLAKE_HOME or "
+        "./.whylake); the catalog is ignored when pyiceberg's config (~/.pyiceberg.yaml or "
+        "PYICEBERG_CATALOG__WHYLAKE__*) names one.",
     ),
 ]
-
 # Options the batch and the streaming job share.
-Policy = Annotated[str, typer.Option(help="Sampling policy YAML")]
+Policy = Annotated[
+    Path | None, typer.Option(help="Sampling policy YAML (default: the shipped one)")
+]
 Registry = Annotated[
     Path | None, typer.Option(help="Model registry folder (default <home>/models)")
 ]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")]
 IgSteps = Annotated[int, typer.Option(help="Integrated Gradients steps")]
 Shap = Annotated[bool, typer.Option(help="Also compute SHAP values")]
+HashKeyFile = Annotated[
+    Path | None,
+    typer.Option(help="File holding the user-id hash key (default: $WHYLAKE_HASH_KEY)"),
+]
+InsecureDemoKey = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-demo-hash-key",
+        help="Hash user ids with the public demo key (reversible by anyone): trials only",
+    ),
+]
+OpenSearchUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--opensearch-url",
+        help="Hot replica, e.g. https://search:9200 (default $WHYLAKE_OPENSEARCH_URL); "
+        "auth/TLS from WHYLAKE_OPENSEARCH_*",
+    ),
+]
+RunnerArgs = Annotated[
+    list[str] | None,
+    typer.Option("--runner-arg", help="Extra Beam pipeline option, e.g. --runner-arg=--x=y"),
+]
 
 
 def _parse_time(value: str) -> datetime:
@@ -52,12 +90,43 @@ def _parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _catalog(home: Path | None):  # type: ignore[no-untyped-def]
-    from lake.catalog import CatalogConfig, ensure_tables, open_catalog
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option} {value!r} is not a day, e.g. 2026-11-21") from exc
 
-    catalog = open_catalog(CatalogConfig(home=home))
+
+def _catalog(home: Path | None) -> Any:
+    from whylake.jobs.options import catalog_config
+    from whylake.lake.catalog import ensure_tables, open_catalog
+
+    catalog = open_catalog(catalog_config(home))
     ensure_tables(catalog)
     return catalog
+
+
+def _store(prefix: str, o: dict[str, Any]) -> Any:
+    """The shared StoreConfig from the options both job commands declare (their locals())."""
+    from whylake.jobs import options
+    from whylake.pipelines.configs import StoreConfig, new_run_id
+    from whylake.transforms.explainers.config import ExplainConfig
+    from whylake.transforms.sampling.policy import default_policy_file, load_policies
+
+    return StoreConfig(
+        registry_root=options.registry_root(o["registry"], o["home"]),
+        policies=load_policies(o["policy"] or default_policy_file()),
+        hash_key=options.hash_key(
+            o["hash_key_file"], insecure_demo_key=o["insecure_demo_hash_key"]
+        ),
+        catalog=options.catalog_config(o["home"]),
+        explain=ExplainConfig(ig_steps=o["ig_steps"], shap=o["shap"]),
+        device=o["device"],
+        opensearch=options.opensearch_config(o["opensearch_url"]),
+        run_id=new_run_id(prefix),
+    )
 
 
 @app.command()
@@ -69,53 +138,36 @@ def batch(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's records")] = None,
     runner: Annotated[
         str,
-        typer.Option(
-            help="Beam runner: FnApiRunner (local, default), "
-            "FlinkRunner, DataflowRunner, SparkRunner, ..."
-        ),
+        typer.Option(help="Beam runner: FnApiRunner (local), FlinkRunner, DataflowRunner, ..."),
     ] = "FnApiRunner",
-    runner_arg: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--runner-arg",
-            help="Extra Beam pipeline option, e.g. --runner-arg=--flink_master=host:8081",
-        ),
-    ] = None,
-    policy: Policy = DEFAULT_POLICY,
+    runner_arg: RunnerArgs = None,
+    policy: Policy = None,
     registry: Registry = None,
     device: Device = None,
     ig_steps: IgSteps = 50,
     shap: Shap = True,
-    opensearch_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="WHYLAKE_OPENSEARCH_URL",
-            help="Hot replica (e.g. https://search:9200); auth/TLS from WHYLAKE_OPENSEARCH_*",
-        ),
-    ] = None,
+    max_failed_share: Annotated[
+        float,
+        typer.Option(help="Fail the run (exit 1) when more of the sampled records fail to explain"),
+    ] = 0.05,
+    hash_key_file: HashKeyFile = None,
+    insecure_demo_hash_key: InsecureDemoKey = False,
+    opensearch_url: OpenSearchUrl = None,
     home: Home = None,
 ) -> None:
     """Explain a day of inference logs and append the records to Iceberg."""
-    from jobs.batch_job import run_batch
-    from lake.catalog import CatalogConfig, default_home
-    from pipelines.batch import BatchJobConfig
-    from transforms.explainers.records import ExplainConfig
-    from transforms.sampling.policy import load_policies
-    from transforms.write_opensearch import OpenSearchConfig
+    options_given = dict(locals())
+    from whylake.jobs.batch_job import run_batch
+    from whylake.pipelines.configs import BatchJobConfig
 
-    home_dir = (home or default_home()).resolve()
     config = BatchJobConfig(
         inputs=tuple(input),
-        registry_root=str(registry or home_dir / "models"),
-        policies=load_policies(policy),
-        catalog=CatalogConfig(home=home_dir),
-        explain=ExplainConfig(ig_steps=ig_steps, shap=shap),
-        day=date.fromisoformat(day) if day else None,
+        store=_store("run", options_given),
+        day=_parse_day(day, "--date"),
         tenant=tenant,
-        device=device,
         runner=runner,
         runner_args=tuple(runner_arg or ()),
-        opensearch=OpenSearchConfig.from_env(opensearch_url),
+        max_failed_share=max_failed_share,
     )
     summary = run_batch(config, console=console)
     if summary.status == "failed":
@@ -136,25 +188,24 @@ def stream(
     ] = "PrismRunner",
     prism_location: Annotated[
         str | None,
-        typer.Option(help="Local Prism binary (default .infra/cache/prism/v2.77.0/bin/prism)"),
+        typer.Option(help="Local Prism binary (default $WHYLAKE_PRISM_LOCATION, or make up's)"),
     ] = None,
-    runner_arg: Annotated[
-        list[str] | None,
-        typer.Option("--runner-arg", help="Extra Beam pipeline option (repeatable)"),
-    ] = None,
-    window_s: Annotated[float, typer.Option(help="Event-time window length, seconds")] = 5.0,
+    runner_arg: RunnerArgs = None,
+    window_s: Annotated[
+        float,
+        typer.Option(help="Event-time window, seconds: records commit about this long after"),
+    ] = 5.0,
     allowed_lateness_s: Annotated[
         float, typer.Option(help="How late a record may be and still be explained, seconds")
     ] = 30.0,
-    policy: Policy = DEFAULT_POLICY,
+    policy: Policy = None,
     registry: Registry = None,
     device: Device = None,
     ig_steps: IgSteps = 50,
     shap: Shap = True,
-    opensearch_url: Annotated[
-        str | None,
-        typer.Option(envvar="WHYLAKE_OPENSEARCH_URL", help="Hot replica, written after Iceberg"),
-    ] = None,
+    hash_key_file: HashKeyFile = None,
+    insecure_demo_hash_key: InsecureDemoKey = False,
+    opensearch_url: OpenSearchUrl = None,
     max_runtime_s: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)")
     ] = None,
@@ -168,39 +219,33 @@ def stream(
     home: Home = None,
 ) -> None:
     """Explain a Kafka topic continuously: windows -> sample -> explain -> Iceberg -> OpenSearch."""
-    from jobs.stream_job import run_stream
-    from lake.catalog import CatalogConfig, default_home
-    from pipelines.streaming import StreamJobConfig
-    from transforms.explainers.records import ExplainConfig
-    from transforms.sampling.policy import load_policies
-    from transforms.write_opensearch import OpenSearchConfig
+    options_given = dict(locals())
+    from whylake.jobs import options
+    from whylake.jobs.stream_job import run_stream
+    from whylake.pipelines.configs import StreamJobConfig
 
-    home_dir = (home or default_home()).resolve()
     config = StreamJobConfig(
         topic=topic,
+        store=_store("stream", options_given),
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
-        registry_root=str(registry or home_dir / "models"),
-        policies=load_policies(policy),
-        catalog=CatalogConfig(home=home_dir),
-        explain=ExplainConfig(ig_steps=ig_steps, shap=shap),
-        opensearch=OpenSearchConfig.from_env(opensearch_url),
-        device=device,
         window_s=window_s,
         allowed_lateness_s=allowed_lateness_s,
         runner=runner,
-        prism_location=prism_location,
+        prism_location=options.prism_location(prism_location) if runner == "PrismRunner" else None,
         runner_args=tuple(runner_arg or ()),
-        kafka_config=tuple(_key_value(kv) for kv in kafka_config or ()),
+        kafka_config=options.key_values(kafka_config or ()),
     )
     summary = run_stream(config, console=console, max_runtime_s=max_runtime_s)
-    if "FAILED" in summary.state:
+    if summary.status == "failed":
         raise typer.Exit(code=1)
 
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="One SELECT over explanations / dead_letters")],
+    query: Annotated[
+        str, typer.Argument(help="One SELECT over explanations / dead_letters / runs")
+    ],
     tenant: Annotated[str, typer.Option(help="The tenant whose rows the query may see")],
     as_of: Annotated[
         str | None, typer.Option(help="Time travel: the tables as of this time")
@@ -210,8 +255,10 @@ def sql(
     home: Home = None,
 ) -> None:
     """Run one read-only SQL query (DuckDB) scoped to one tenant."""
-    from lake.audit import run_tenant_sql
+    from whylake.lake.audit import run_tenant_sql
 
+    if output not in OUTPUTS:
+        raise typer.BadParameter(f"--output must be one of {', '.join(OUTPUTS)}")
     result = run_tenant_sql(
         _catalog(home),
         tenant,
@@ -219,7 +266,7 @@ def sql(
         as_of=_parse_time(as_of) if as_of else None,
         snapshot_id=snapshot_id,
     )
-    _print_arrow(result, output)
+    print_arrow(result, output)
 
 
 @app.command()
@@ -232,8 +279,8 @@ def reconstruct(
     home: Home = None,
 ) -> None:
     """Print an explanation record as it stood at a past time or snapshot, as JSON."""
-    from lake.reconstruct import reconstruct as rebuild
-    from lake.reconstruct import to_json
+    from whylake.lake.reconstruct import reconstruct as rebuild
+    from whylake.lake.reconstruct import to_json
 
     rec = rebuild(
         _catalog(home),
@@ -244,7 +291,7 @@ def reconstruct(
     )
     typer.echo(to_json(rec))
     if html:
-        from lake.report import write_html_report
+        from whylake.views.report import write_html_report
 
         write_html_report(rec, html)
         console.print(f"[green]report written to {html}[/green]", highlight=False)
@@ -255,35 +302,26 @@ def runs(
     limit: Annotated[int, typer.Option(help="How many runs, newest first")] = 20,
     home: Home = None,
 ) -> None:
-    """Show the run manifest."""
-    from lake.runs import list_runs
+    """Show the run manifest: each run's final status, or `started` if it never finished."""
+    from whylake.lake.runs import list_runs
 
     table = Table(title="whylake runs")
-    for col in (
-        "run_id",
-        "status",
-        "started_at",
-        "elapsed_s",
-        "read",
-        "invalid",
-        "sampled",
-        "explained",
-        "committed",
-        "snapshots",
-    ):
+    columns = ("run_id", "job", "status", "started_at", "elapsed_s", "read", "invalid")
+    for col in (*columns, "sampled", "explained", "failed", "committed", "snapshots"):
         table.add_column(col)
     for r in list_runs(_catalog(home), limit):
+        elapsed = r["elapsed_s"]
         table.add_row(
-            r["run_id"],
-            r["status"],
-            r["started_at"].isoformat(timespec="seconds"),
-            f"{r['elapsed_s']:.1f}",
-            str(r["records_read"]),
-            str(r["records_invalid"]),
-            str(r["records_sampled"]),
-            str(r["records_explained"]),
-            str(r["records_committed"]),
-            ",".join(map(str, r["snapshot_ids"])),
+            str(r["run_id"]),
+            str(r["job"]),
+            str(r["status"]),
+            r["started_at"].isoformat(timespec="seconds"),  # type: ignore[attr-defined]
+            "-" if elapsed is None else f"{elapsed:.1f}",
+            *(
+                str(r[f"records_{k}"])
+                for k in ("read", "invalid", "sampled", "explained", "failed", "committed")
+            ),
+            ",".join(map(str, r["snapshot_ids"])),  # type: ignore[call-overload]
         )
     console.print(table)
 
@@ -292,18 +330,14 @@ replica = typer.Typer(
     help="The OpenSearch hot replica (rebuildable from Iceberg).", no_args_is_help=True
 )
 app.add_typer(replica, name="replica")
-OpenSearchUrl = Annotated[
-    str | None,
-    typer.Option("--opensearch-url", envvar="WHYLAKE_OPENSEARCH_URL", help="The replica's URL"),
-]
 
 
-def _opensearch(url: str | None):  # type: ignore[no-untyped-def]
-    from transforms.write_opensearch import OpenSearchConfig
+def _opensearch(url: str | None) -> Any:
+    from whylake.jobs.options import opensearch_config
 
-    config = OpenSearchConfig.from_env(url)
+    config = opensearch_config(url)
     if config is None:
-        raise typer.BadParameter("give --opensearch-url or set WHYLAKE_OPENSEARCH_URL")
+        raise ConfigError("give --opensearch-url or set WHYLAKE_OPENSEARCH_URL")
     return config
 
 
@@ -313,7 +347,7 @@ def replica_retention(
     opensearch_url: OpenSearchUrl = None,
 ) -> None:
     """Delete replica indices older than --days (Iceberg keeps everything)."""
-    from lake.replica import retention
+    from whylake.lake.replica import retention
 
     deleted = retention(_opensearch(opensearch_url), days)
     console.print(
@@ -329,11 +363,11 @@ def replica_backfill(
     home: Home = None,
 ) -> None:
     """Rebuild the replica from Iceberg for events since a day (idempotent)."""
-    from lake.replica import backfill
+    from whylake.lake.replica import backfill
 
-    outcome = backfill(
-        _catalog(home), _opensearch(opensearch_url), date.fromisoformat(since), tenant
-    )
+    first_day = _parse_day(since, "--since")
+    assert first_day is not None
+    outcome = backfill(_catalog(home), _opensearch(opensearch_url), first_day, tenant)
     console.print(
         f"indexed {outcome.indexed:,} documents, {outcome.failed:,} failed"
         + (f" ({outcome.error})" if outcome.error else ""),
@@ -355,9 +389,9 @@ def search(
     opensearch_url: OpenSearchUrl = None,
 ) -> None:
     """Search the hot replica (last 30 days), within one tenant."""
-    from lake.replica import SearchQuery
-    from lake.replica import search as run_search
-    from transforms.write_opensearch import check_tenant
+    from whylake.lake.replica import SearchQuery
+    from whylake.lake.replica import search as run_search
+    from whylake.schemas.ids import check_tenant
 
     hits = run_search(
         _opensearch(opensearch_url),
@@ -383,58 +417,39 @@ def demo(
     home: Home = None,
 ) -> None:
     """Train and register the demo models, generate a day of logs, run the job, show an audit."""
-    from jobs.demo import run_demo
+    from whylake.jobs.demo import run_demo
+    from whylake.jobs.options import home_dir
 
-    run_demo(home, per_tenant, date.fromisoformat(day) if day else None, console)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise typer.BadParameter(f"{text!r} is not key=value")
-    return key.strip(), value.strip()
-
-
-def _print_arrow(result, output: str) -> None:  # type: ignore[no-untyped-def]
-    rows = result.to_pylist()
-    if output == "json":
-        typer.echo(json.dumps(rows, default=str, indent=2))
-        return
-    if output == "csv":
-        import csv
-        import sys
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=result.column_names)
-        writer.writeheader()
-        writer.writerows(rows)
-        return
-    table = Table()
-    for name in result.column_names:
-        table.add_column(name)
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in result.column_names))
-    console.print(table)
+    run_demo(home_dir(home), per_tenant, _parse_day(day, "--date"), console)
 
 
 def main() -> None:
-    """Entry point: domain errors print one clear line and exit 2, never a traceback."""
+    """Entry point: an error prints one clear line; --debug or WHYLAKE_DEBUG=1 the traceback.
+
+    Exit codes: 0 success, 1 a failed run, an unexpected error or Ctrl-C, 2 a usage or user
+    error (bad option, missing setting, refused query).
+    """
     import duckdb
 
-    from schemas.errors import WhylakeError
-
     logging.basicConfig(level=os.environ.get("WHYLAKE_LOG", "WARNING"))
+    _state["debug"] = os.environ.get("WHYLAKE_DEBUG", "") not in ("", "0", "false")
     try:
-        app(standalone_mode=False)
-    except (WhylakeError, ValueError, duckdb.Error) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
+        # Standalone: the CLI library prints usage errors (exit 2), turns typer.Exit into the
+        # exit code and Ctrl-C into "Aborted!"; every other exception reaches the lines below.
+        app()
+    except (WhylakeError, duckdb.Error) as exc:
+        _fail(exc, code=2, what="error")
+    except Exception as exc:  # noqa: BLE001 - a bug: say so, and how to see where
+        _fail(exc, code=1, what=f"unexpected error ({type(exc).__name__})")
+
+
+def _fail(exc: BaseException, *, code: int, what: str) -> None:
+    if _state["debug"]:
+        traceback.print_exception(exc)
+    else:
+        hint = "" if code == 2 else " (a bug? rerun with --debug for the traceback)"
+        console.print(f"[red]{what}:[/red] {exc}{hint}", highlight=False)
+    raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -17,21 +17,21 @@ GROUP BY a.feature ORDER BY abs(weighted_mean_attribution) DESC LIMIT 5
 """
 
 
-def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Console) -> None:
+def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) -> None:
     """Everything `make demo` shows, on the embedded default under `home`."""
-    from jobs.batch_job import run_batch
-    from jobs.cli import DEFAULT_POLICY, _print_arrow
-    from jobs.demo_data import generate_day, yesterday
-    from jobs.demo_models import register_demo_models
-    from lake.audit import run_tenant_sql
-    from lake.catalog import CatalogConfig, default_home, ensure_tables, open_catalog
-    from lake.reconstruct import reconstruct, to_json
-    from lake.report import write_html_report
-    from pipelines.batch import BatchJobConfig
-    from registry.store import ModelRegistry
-    from transforms.sampling.policy import load_policies
+    from whylake.jobs.batch_job import run_batch
+    from whylake.jobs.demo_data import generate_day, yesterday
+    from whylake.jobs.demo_models import register_demo_models
+    from whylake.jobs.options import hash_key
+    from whylake.jobs.output import print_arrow
+    from whylake.lake.audit import run_tenant_sql
+    from whylake.lake.catalog import CatalogConfig, ensure_tables, open_catalog
+    from whylake.lake.reconstruct import reconstruct, to_json
+    from whylake.pipelines.configs import BatchJobConfig, StoreConfig
+    from whylake.registry.store import ModelRegistry
+    from whylake.transforms.sampling.policy import default_policy_file, load_policies
+    from whylake.views.report import write_html_report
 
-    home = (home or default_home()).resolve()
     day = day or yesterday()
     registry = ModelRegistry(home / "models")
     console.rule("1. train and register the demo models (scikit-learn's bundled data sets)")
@@ -47,13 +47,17 @@ def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Cons
         console.print(f"  {path}", highlight=False)
     console.print(f"  {generated.records:,} records, {generated.malformed} malformed on purpose")
     console.rule("3. the batch job")
-    catalog_config = CatalogConfig(home=home)
+    catalog_config = CatalogConfig.embedded(home)
     summary = run_batch(
         BatchJobConfig(
             inputs=tuple(str(p) for p in generated.paths),
-            registry_root=str(home / "models"),
-            policies=load_policies(DEFAULT_POLICY),
-            catalog=catalog_config,
+            store=StoreConfig(
+                registry_root=str(home / "models"),
+                policies=load_policies(default_policy_file()),
+                # The demo alone uses the public key: its data is generated, its users made up.
+                hash_key=hash_key(insecure_demo_key=True),
+                catalog=catalog_config,
+            ),
             day=day,
         ),
         console,
@@ -62,7 +66,7 @@ def run_demo(home: Path | None, per_tenant: int, day: date | None, console: Cons
     ensure_tables(catalog)
     console.rule("4. an audit query: acme's HT-weighted mean attribution per feature")
     console.print(f'whylake sql --tenant acme "{" ".join(DEMO_SQL.split())}"', highlight=False)
-    _print_arrow(run_tenant_sql(catalog, "acme", DEMO_SQL), "table")
+    print_arrow(run_tenant_sql(catalog, "acme", DEMO_SQL), "table")
     console.rule("5. a reconstruction: the latest flagged acme request, as recorded")
     flagged = run_tenant_sql(
         catalog,

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from jobs.demo_models import DEMO_TENANTS, DEMO_VERSION
-from registry.store import ModelRegistry
-from schemas.inference import INFERENCE_ARROW_SCHEMA
+from whylake.jobs.demo_models import DEMO_TENANTS, DEMO_VERSION
+from whylake.registry.store import ModelRegistry
+from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
 
 TRUST_TIERS = np.array(["gold", "silver", "bronze"])
 

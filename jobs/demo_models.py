@@ -11,8 +11,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from registry.store import ModelRegistry
-from schemas.model_card import FeatureSpec, ModelCard
+from whylake.registry.store import ModelRegistry
+from whylake.schemas.model_card import FeatureSpec, ModelCard
 
 SEED = 20261122
 

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 from rich.console import Console
 
-from lake.catalog import ensure_tables, open_catalog
-from lake.runs import RunRecord, code_versions, record_run, snapshots_of_run
-from pipelines.streaming import StreamJobConfig, run
-from transforms.progress import listen
+from whylake.lake.catalog import ensure_tables, open_catalog
+from whylake.lake.runs import (
+    FAILED,
+    STOPPED,
+    RunRecord,
+    record_run,
+    snapshots_of_run,
+    start_run,
+)
+from whylake.pipelines.configs import StreamJobConfig
+from whylake.pipelines.streaming import run
+from whylake.transforms.progress import listen
 
 log = logging.getLogger(__name__)
 SHOWN = (
@@ -35,8 +44,13 @@ class StreamSummary:
 
     run_id: str
     counts: dict[str, int]
-    state: str
+    state: str  # the runner's final state, e.g. CANCELLED or FAILED
     elapsed_s: float
+
+    @property
+    def status(self) -> str:
+        """`failed` when the pipeline failed, else `stopped` (streaming jobs never succeed)."""
+        return FAILED if "FAILED" in self.state else STOPPED
 
 
 def run_stream(
@@ -52,8 +66,18 @@ def run_stream(
     commits they cover, and appends are idempotent, so a restart re-reads and adds nothing twice.
     """
     console = console or Console(stderr=True)
-    catalog = open_catalog(config.catalog)
+    catalog = open_catalog(config.store.catalog)
     ensure_tables(catalog)
+    started_row = start_run(
+        catalog,
+        run_id=config.run_id,
+        job="stream",
+        runner=config.runner,
+        inputs=[f"kafka://{config.bootstrap_servers}/{config.topic}"],
+        tenants=sorted(config.store.policies.tenants),
+        config=json.dumps(config.describe(), sort_keys=True),
+        started_at=datetime.now(UTC),
+    )
     counts: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -71,7 +95,7 @@ def run_stream(
     for s in previous:
         signal.signal(s, on_signal)
     unlisten = listen(on_count)
-    started, t0 = datetime.now(UTC), time.monotonic()
+    t0 = time.monotonic()
     state = "UNKNOWN"
     try:
         result = run(config)
@@ -95,14 +119,18 @@ def run_stream(
         if not _terminal(state):
             result.cancel()
             state = "CANCELLED"
+    except BaseException:
+        state = "FAILED"
+        raise
     finally:
         unlisten()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    elapsed = time.monotonic() - t0
+        elapsed = time.monotonic() - t0
+        summary = StreamSummary(config.run_id, dict(counts), state, elapsed)
+        _record(catalog, started_row, summary)
     console.print(_progress_line(counts, elapsed) + f" — {state.lower()}", highlight=False)
-    _record(catalog, config, dict(counts), state, started, elapsed)
-    return StreamSummary(config.run_id, dict(counts), state, elapsed)
+    return summary
 
 
 def _terminal(state: Any) -> bool:
@@ -115,42 +143,23 @@ def _progress_line(counts: Counter[str], elapsed: float) -> str:
     return f"[{elapsed:6.0f} s] " + ", ".join(parts) + f" ({rate:,.0f} records/s)"
 
 
-def _record(
-    catalog: Any,
-    config: StreamJobConfig,
-    counts: dict[str, int],
-    state: str,
-    started: datetime,
-    elapsed: float,
-) -> None:
-    """One manifest row per job run (counts as seen by this process's workers)."""
-    import json
-
+def _record(catalog: Any, started: RunRecord, summary: StreamSummary) -> None:
+    """The final manifest row (counts as seen by this process's workers)."""
+    counts = summary.counts
     try:
         record_run(
             catalog,
-            RunRecord(
-                run_id=config.run_id,
-                job="stream",
-                status="failed" if "FAILED" in state else "stopped",
-                started_at=started,
+            replace(
+                started,
+                status=summary.status,
                 finished_at=datetime.now(UTC),
-                runner=config.runner,
-                inputs=[f"kafka://{config.bootstrap_servers}/{config.topic}"],
-                tenants=sorted(config.policies.tenants),
+                elapsed_s=summary.elapsed_s,
                 records_read=counts.get("kafka_read", 0),
-                records_invalid=0,
                 records_sampled=counts.get("records_sampled", 0),
                 records_explained=counts.get("explained", 0),
-                records_failed=0,
                 records_committed=counts.get("committed", 0),
-                records_already_present=0,
-                snapshot_ids=snapshots_of_run(catalog, config.run_id),
-                elapsed_s=elapsed,
-                config=json.dumps(config.describe(), sort_keys=True),
-                versions=code_versions(),
-                warnings=[],
+                snapshot_ids=snapshots_of_run(catalog, started.run_id),
             ),
         )
     except Exception as exc:  # noqa: BLE001 — the data is committed; only the manifest row is lost
-        log.warning("could not record stream run %s in whylake.runs: %s", config.run_id, exc)
+        log.warning("could not record stream run %s in whylake.runs: %s", started.run_id, exc)

@@ -12,10 +12,10 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
-from lake.duck import connect, sql_string
-from lake.reconstruct import committed_time, snapshot_at, to_millis
-from schemas.errors import TenantScopeError
+from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
+from whylake.lake.duck import connect, sql_string
+from whylake.lake.reconstruct import committed_time, snapshot_at, to_millis
+from whylake.schemas.errors import ConfigError, TenantScopeError
 
 # What tenant SQL can name. Each is a DuckDB table holding a copy of the tenant's rows only.
 TENANT_RELATIONS = ("explanations", "dead_letters", "runs")
@@ -71,7 +71,7 @@ def run_tenant_sql(
         duckdb.Error: the query itself is invalid (syntax, unknown column, ...).
     """
     if not isinstance(tenant_id, str) or not tenant_id:
-        raise ValueError(f"tenant_id must be a non-empty string, got {tenant_id!r}")
+        raise ConfigError(f"tenant_id must be a non-empty string, got {tenant_id!r}")
     # Checked before any data is loaded: a rejected query costs nothing.
     statement = single_select(sql)
     scope = _TenantScope.load(catalog, tenant_id, as_of=as_of, snapshot_id=snapshot_id)

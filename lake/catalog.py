@@ -1,22 +1,24 @@
-"""Open the Iceberg catalog (embedded SQLite, or pyiceberg's usual config) and its tables."""
+"""Open the Iceberg catalog from settings resolved on the launcher, and keep its tables current."""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog import AVAILABLE_CATALOGS, Catalog, CatalogType, infer_catalog_type
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.utils.config import Config
 
-from schemas.dead_letter import DEAD_LETTER_PARTITION_SPEC, DEAD_LETTER_SCHEMA
-from schemas.explanation import EXPLANATION_PARTITION_SPEC, EXPLANATION_SCHEMA
-from schemas.run_manifest import RUN_SCHEMA
+from whylake.schemas.dead_letter import DEAD_LETTER_PARTITION_SPEC, DEAD_LETTER_SCHEMA
+from whylake.schemas.errors import ConfigError
+from whylake.schemas.explanation import EXPLANATION_PARTITION_SPEC, EXPLANATION_SCHEMA
+from whylake.schemas.run_manifest import RUN_SCHEMA
+from whylake.schemas.secrets import Secret
 
 CATALOG_NAME = "whylake"
 NAMESPACE = "whylake"
@@ -41,50 +43,118 @@ _TABLES: dict[str, tuple[Schema, PartitionSpec]] = {
     RUNS: (RUN_SCHEMA, UNPARTITIONED_PARTITION_SPEC),
 }
 
-
-def default_home() -> Path:
-    """Where the embedded default keeps its catalog and warehouse (WHYLAKE_HOME, or ./.whylake)."""
-    return Path(os.environ.get("WHYLAKE_HOME", ".whylake")).resolve()
+# Catalog properties whose values are credentials (REST tokens, S3 / GCS keys, passwords).
+_SECRET_PROPERTY = re.compile(r"secret|password|token|credential|access-key|session", re.I)
 
 
 @dataclass(frozen=True)
 class CatalogConfig:
-    """Which catalog to open: a name in pyiceberg's config, or the embedded default under home."""
+    """Which catalog to open and its properties, resolved once on the machine that launches.
+
+    Workers open exactly this catalog: they read no pyiceberg configuration file or
+    environment of their own. Credential-like properties are held as `Secret`s, so the config
+    can be shown (`describe`) and logged without them.
+    """
 
     name: str = CATALOG_NAME
-    home: Path | None = None
+    properties: tuple[tuple[str, str | Secret], ...] = ()
 
-    def properties(self) -> dict[str, str]:
-        """The embedded default's properties, unless pyiceberg's config names this catalog."""
-        if Config().get_catalog_config(self.name):
-            # ~/.pyiceberg.yaml or PYICEBERG_CATALOG__<NAME>__* configure a production catalog
-            # (REST, Glue, PostgreSQL SQL catalog); whylake adds nothing to it.
-            return {}
-        home = (self.home or default_home()).resolve()
-        (home / "warehouse").mkdir(parents=True, exist_ok=True)
-        return {
-            "type": "sql",
-            "uri": f"sqlite:///{home / 'catalog.db'}",
-            "warehouse": f"file://{home / 'warehouse'}",
-        }
+    def __post_init__(self) -> None:
+        keys = [k for k, _ in self.properties]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"catalog {self.name!r}: a property is given twice in {keys}")
+
+    @classmethod
+    def of(cls, name: str, properties: Mapping[str, str]) -> CatalogConfig:
+        """From plain properties (e.g. pyiceberg's config), wrapping credentials as secrets."""
+        held: list[tuple[str, str | Secret]] = []
+        for key, value in sorted(properties.items()):
+            text = str(value)
+            secret = _SECRET_PROPERTY.search(key) and text
+            held.append((key, Secret(text, f"catalog property {key}") if secret else text))
+        return cls(name, tuple(held))
+
+    @classmethod
+    def embedded(cls, home: Path | str) -> CatalogConfig:
+        """The embedded default: a SQLite catalog and a local warehouse folder under `home`."""
+        root = Path(home).resolve()
+        return cls.of(
+            CATALOG_NAME,
+            {
+                "type": "sql",
+                "uri": f"sqlite:///{root / 'catalog.db'}",
+                "warehouse": f"file://{root / 'warehouse'}",
+            },
+        )
+
+    def revealed(self) -> dict[str, str]:
+        """The properties as pyiceberg takes them (secrets revealed: for the catalog only)."""
+        return {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.properties}
+
+    def describe(self) -> dict[str, str]:
+        """The properties with every secret masked, for manifests and logs."""
+        return {k: repr(v) if isinstance(v, Secret) else v for k, v in self.properties}
 
 
-def open_catalog(config: CatalogConfig | None = None) -> Catalog:
-    """Load the catalog; the embedded default is created on first use."""
-    config = config or CatalogConfig()
-    return load_catalog(config.name, **config.properties())
+def open_catalog(config: CatalogConfig) -> Catalog:
+    """Load the configured catalog; the embedded default's warehouse folder is created here.
+
+    Built from the config's properties alone, as pyiceberg's `load_catalog` would build it but
+    without merging the local environment's `PYICEBERG_CATALOG__*` settings: on a worker those
+    would silently point at another catalog than the launcher resolved.
+    """
+    properties = config.revealed()
+    if not properties:
+        raise ConfigError(
+            f"catalog {config.name!r} has no properties: give a type and uri "
+            "(or use CatalogConfig.embedded(home))"
+        )
+    warehouse = properties.get("warehouse", "")
+    if properties.get("type") == "sql" and warehouse.startswith("file://"):
+        Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    declared = properties.get("type")
+    catalog_type = CatalogType(declared.lower()) if declared else None
+    catalog_type = catalog_type or infer_catalog_type(config.name, dict(properties))
+    if catalog_type is None:
+        raise ConfigError(f"catalog {config.name!r}: cannot tell its type from {list(properties)}")
+    return AVAILABLE_CATALOGS[catalog_type](config.name, properties)
 
 
 def ensure_tables(catalog: Catalog) -> dict[str, Table]:
-    """Create the whylake namespace and tables if missing; return them by name."""
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(NAMESPACE)
+    """The whylake tables, created where missing and evolved where the contract grew.
+
+    An existing table is only loaded: nothing is written unless its schema lacks a column of
+    the contract (added, optional) or requires one the contract now leaves optional. A table is
+    created only after the catalog says it does not exist, because pyiceberg's `create_table`
+    writes a metadata file before the catalog refuses a duplicate.
+    """
+    if (NAMESPACE,) not in catalog.list_namespaces():
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(NAMESPACE)
     tables = {}
     for name, (schema, spec) in _TABLES.items():
+        if catalog.table_exists(name):
+            tables[name] = _evolve(catalog.load_table(name), schema)
+            continue
         try:
             tables[name] = catalog.create_table(
                 name, schema=schema, partition_spec=spec, properties=TABLE_PROPERTIES
             )
-        except TableAlreadyExistsError:
-            tables[name] = catalog.load_table(name)
+        except TableAlreadyExistsError:  # another process created it between the two calls
+            tables[name] = _evolve(catalog.load_table(name), schema)
     return tables
+
+
+def _evolve(table: Table, contract: Schema) -> Table:
+    """Add the contract's missing columns and relax required ones it made optional (by name)."""
+    current = {f.name: f for f in table.schema().fields}
+    behind = [
+        f
+        for f in contract.fields
+        if f.name not in current or (current[f.name].required and not f.required)
+    ]
+    if not behind:
+        return table
+    with table.update_schema() as update:
+        update.union_by_name(contract)
+    return table

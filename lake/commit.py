@@ -14,7 +14,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
 
-from schemas.errors import CommitRetriesExhaustedError
+from whylake.schemas.errors import CommitRetriesExhaustedError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ class CommitConfig:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+            raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if not 0 <= self.min_wait_s <= self.max_wait_s:
-            raise ValueError("need 0 <= min_wait_s <= max_wait_s")
+            raise ConfigError("need 0 <= min_wait_s <= max_wait_s")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from schemas.errors import DuckDBExtensionError
+from whylake.schemas.errors import DuckDBExtensionError
 
 # The extension binaries are built for one DuckDB release and refuse any other; these are the
 # pins in pyproject.toml (shared/NOTES.md: the extension server cannot be reached from here).
@@ -23,7 +23,6 @@ _REQUIREMENT = (
 )
 
 
-# TODO(lead): move to schemas/errors.py with the other domain exceptions.
 def extension_path(name: str) -> Path:
     """The extension file shipped by the PyPI package for the running DuckDB version."""
     package = _PACKAGES[name]

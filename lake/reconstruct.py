@@ -13,8 +13,8 @@ from pyiceberg.expressions import And, EqualTo
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from lake.catalog import EXPLANATIONS
-from schemas.errors import RecordNotFoundError, SnapshotNotFoundError
+from whylake.lake.catalog import EXPLANATIONS
+from whylake.schemas.errors import ConfigError, RecordNotFoundError, SnapshotNotFoundError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HISTORY_FIELDS = ("explanation_id", "explained_at", "model_version", "explainer_method", "run_id")
@@ -108,7 +108,7 @@ def snapshot_at(
         ValueError: both arguments given, or `as_of` has no time zone.
     """
     if as_of is not None and snapshot_id is not None:
-        raise ValueError("give as_of or snapshot_id, not both")
+        raise ConfigError("give as_of or snapshot_id, not both")
     if snapshot_id is not None:
         snapshot = table.snapshot_by_id(snapshot_id)
         if snapshot is None:
@@ -129,7 +129,7 @@ def snapshot_at(
 def to_millis(moment: datetime) -> int:
     """Milliseconds since the epoch, the unit of Iceberg snapshot times (floored)."""
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(
+        raise ConfigError(
             f"as_of {moment.isoformat()} has no time zone; give one, e.g. "
             f"{moment.isoformat()}+00:00 for UTC"
         )
@@ -146,12 +146,12 @@ def parse_as_of(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"as_of {text!r} is not an ISO 8601 time; use e.g. 2024-05-01T12:00:00Z"
         ) from exc
     if moment.tzinfo is None:
         # An audit answer must not depend on the clock settings of the machine asking.
-        raise ValueError(f"as_of {text!r} has no time zone; add one, e.g. {text}Z for UTC")
+        raise ConfigError(f"as_of {text!r} has no time zone; add one, e.g. {text}Z for UTC")
     return moment
 
 
@@ -200,4 +200,4 @@ def _name(table: Table) -> str:
 
 def _check_id(name: str, value: str) -> None:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")

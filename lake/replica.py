@@ -10,13 +10,10 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual
 
-from lake.catalog import EXPLANATIONS
-from transforms.write_opensearch import (
-    IndexOutcome,
-    OpenSearchConfig,
-    check_tenant,
-    index_records,
-)
+from whylake.lake.catalog import EXPLANATIONS
+from whylake.lake.opensearch import IndexOutcome, OpenSearchConfig, index_records
+from whylake.schemas.errors import ConfigError
+from whylake.schemas.ids import check_tenant
 
 
 def backfill(
@@ -60,7 +57,7 @@ def _chunks(catalog: Catalog, expr: BooleanExpression, size: int) -> Iterator[li
 def retention(config: OpenSearchConfig, days: int, today: date | None = None) -> list[str]:
     """Delete the per-tenant per-day indices older than `days`; returns the names deleted."""
     if days < 1:
-        raise ValueError(f"--days must be at least 1, got {days}")
+        raise ConfigError(f"--days must be at least 1, got {days}")
     cutoff = (today or datetime.now(UTC).date()) - timedelta(days=days)
     client = config.client()
     try:

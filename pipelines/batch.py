@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -16,53 +14,10 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from lake.catalog import CatalogConfig
-from pipelines.explain_and_store import ExplainAndStore, StoreConfig
-from transforms.explainers.records import ExplainConfig
-from transforms.progress import report
-from transforms.read import ReadConfig, ReadInferenceRecords
-from transforms.sampling.policy import SamplingPolicies
-from transforms.write_opensearch import OpenSearchConfig
-
-
-@dataclass(frozen=True)
-class BatchJobConfig:
-    """Everything one batch run needs, typed once from the command line or a caller."""
-
-    inputs: tuple[str, ...]
-    registry_root: str
-    policies: SamplingPolicies
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    explain: ExplainConfig = field(default_factory=ExplainConfig)
-    day: date | None = None  # only records whose event_ts falls on this UTC day
-    tenant: str | None = None  # only this tenant's records
-    device: str | None = None
-    runner: str = "FnApiRunner"
-    run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:12]}")
-    batch_rows: int = 50_000
-    runner_args: tuple[str, ...] = ()
-    opensearch: OpenSearchConfig | None = None  # the hot replica, when configured
-
-    def __post_init__(self) -> None:
-        if not self.inputs:
-            raise ValueError("give at least one --input path or glob")
-        if self.batch_rows <= 0:
-            raise ValueError("batch_rows must be positive")
-
-    def describe(self) -> dict[str, Any]:
-        """The settings recorded in the run manifest."""
-        return {
-            "inputs": list(self.inputs),
-            "registry_root": self.registry_root,
-            "policy_version": self.policies.version,
-            "explain": asdict(self.explain),
-            "day": self.day.isoformat() if self.day else None,
-            "tenant": self.tenant,
-            "device": self.device,
-            "runner": self.runner,
-            "batch_rows": self.batch_rows,
-            "opensearch": self.opensearch.url if self.opensearch else None,
-        }
+from whylake.pipelines.configs import BatchJobConfig
+from whylake.pipelines.explain_and_store import ExplainAndStore
+from whylake.transforms.progress import report
+from whylake.transforms.read import ReadConfig, ReadInferenceRecords
 
 
 def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollection]:
@@ -70,11 +25,12 @@ def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollectio
     read = p | "Read" >> ReadInferenceRecords(
         ReadConfig(config.inputs, run_id=config.run_id, batch_rows=config.batch_rows)
     )
-    scoped = read.records | "KeepScope" >> beam.ParDo(_KeepScopeFn(config.day, config.tenant))
-    stored = {"records": scoped, "dead_letters": read.dead_letters} | "ExplainAndStore" >> (
-        ExplainAndStore(StoreConfig.of(config))
+    scoped = read.records | "KeepScope" >> beam.ParDo(
+        _KeepScopeFn(config.day, config.tenant)
+    ).with_output_types(pa.RecordBatch)
+    return {"records": scoped, "dead_letters": read.dead_letters} | "ExplainAndStore" >> (
+        ExplainAndStore(config.store)
     )
-    return stored
 
 
 class _KeepScopeFn(beam.DoFn):  # type: ignore[misc]
@@ -144,7 +100,3 @@ def run(config: BatchJobConfig) -> RunOutcome:
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted)
     return RunOutcome(config.run_id, counters, time.perf_counter() - t0, started, datetime.now(UTC))
-
-
-def describe_json(config: BatchJobConfig) -> str:
-    return json.dumps(config.describe(), sort_keys=True)

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PCollection
 
-from lake.catalog import DEAD_LETTERS, EXPLANATIONS, CatalogConfig
-from schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA
-from schemas.explanation import EXPLANATION_ARROW_SCHEMA
-from transforms.check import CheckConfig, CheckExplanations
-from transforms.explain import ExplainSampledRecords, ExplainStageConfig
-from transforms.explainers.records import ExplainConfig
-from transforms.progress import report
-from transforms.sample import SampleAndCountByPolicy, SampleConfig
-from transforms.sampling.policy import SamplingPolicies
-from transforms.validate import ValidateConfig, ValidateRecords
-from transforms.write_iceberg import AppendConfig, AppendToIceberg
-from transforms.write_opensearch import OpenSearchConfig, WriteToOpenSearch
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """What the shared stages need from either job's config."""
-
-    run_id: str
-    registry_root: str
-    policies: SamplingPolicies
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    explain: ExplainConfig = field(default_factory=ExplainConfig)
-    device: str | None = None
-    opensearch: OpenSearchConfig | None = None
-
-    @classmethod
-    def of(cls, job: Any) -> StoreConfig:
-        """The shared settings of a batch or streaming job config (same field names)."""
-        return cls(**{name: getattr(job, name) for name in cls.__dataclass_fields__})
+from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS
+from whylake.pipelines.configs import StoreConfig
+from whylake.schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA
+from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
+from whylake.transforms.check import CheckConfig, CheckExplanations
+from whylake.transforms.explain import ExplainSampledRecords, ExplainStageConfig
+from whylake.transforms.progress import report
+from whylake.transforms.sample import SampleAndCountByPolicy, SampleConfig
+from whylake.transforms.validate import ValidateConfig, ValidateRecords
+from whylake.transforms.write_iceberg import AppendConfig, AppendToIceberg
+from whylake.transforms.write_opensearch import WriteToOpenSearch
 
 
-class ExplainAndStore(beam.PTransform):  # type: ignore[type-arg]
+class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCollection[Any]]]):
     """{"records": Arrow batches, "dead_letters": upstream dead letters} -> commits.
 
     Returns {"commits", "dead_letter_commits", "counts"}: the explanation and dead-letter
@@ -52,7 +33,7 @@ class ExplainAndStore(beam.PTransform):  # type: ignore[type-arg]
         super().__init__()
         self.config = config
 
-    def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, inputs: dict[str, PCollection[Any]]) -> dict[str, PCollection[Any]]:
         config = self.config
         validated = inputs["records"] | "Validate" >> ValidateRecords(
             ValidateConfig(config.registry_root, config.run_id)
@@ -66,11 +47,12 @@ class ExplainAndStore(beam.PTransform):  # type: ignore[type-arg]
                 registry_root=config.registry_root,
                 run_id=config.run_id,
                 policies=config.policies,
+                hash_key=config.hash_key,
                 explain=config.explain,
                 device=config.device,
             )
         )
-        checked = explained["explained"] | "Check" >> CheckExplanations(
+        checked = explained.explained | "Check" >> CheckExplanations(
             CheckConfig(config.run_id, config.explain.max_relative_completeness_error)
         )
         appended = checked.checked | "AppendExplanations" >> AppendToIceberg(
@@ -91,7 +73,7 @@ class ExplainAndStore(beam.PTransform):  # type: ignore[type-arg]
             (
                 inputs["dead_letters"],
                 validated.dead_letters,
-                explained["dead_letters"],
+                explained.dead_letters,
                 checked.dead_letters,
             )
             | "MergeDeadLetters" >> beam.Flatten()
@@ -118,6 +100,14 @@ class ExplainAndStore(beam.PTransform):  # type: ignore[type-arg]
             "commits": appended.commits,
             "dead_letter_commits": dead_commits,
             "counts": sampled.counts,
+        }
+
+    def display_data(self) -> dict[str, Any]:
+        return {
+            "run_id": self.config.run_id,
+            "policy_version": self.config.policies.version,
+            "hash_key_fingerprint": self.config.hash_key.fingerprint,
+            "replica": self.config.opensearch.url if self.config.opensearch else "",
         }
 
 

@@ -1,5 +1,5 @@
 """The model registry: TorchScript artifacts with their model cards, one folder per version."""
 
-from registry.store import LoadedModel, ModelRegistry
+from whylake.registry.store import LoadedModel, ModelRegistry
 
 __all__ = ["LoadedModel", "ModelRegistry"]

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from schemas.errors import ModelNotFoundError, RegistryIntegrityError
-from schemas.model_card import ModelCard
-
-DEFAULT_REGISTRY = Path(os.environ.get("WHYLAKE_REGISTRY", ".whylake/models"))
+from whylake.schemas.errors import ModelNotFoundError, RegistryIntegrityError
+from whylake.schemas.model_card import ModelCard
 
 
 def sha256_file(path: Path) -> str:
@@ -38,7 +36,7 @@ class LoadedModel:
 class ModelRegistry:
     """A folder per tenant / model / version; versions are immutable once written."""
 
-    def __init__(self, root: Path | str = DEFAULT_REGISTRY) -> None:
+    def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
     def _dir(self, tenant_id: str, model_id: str, version: str) -> Path:

@@ -45,3 +45,15 @@ class InputNotFoundError(WhylakeError):
 
 class DuckDBExtensionError(WhylakeError):
     """DuckDB's iceberg/avro extensions could not be loaded from their PyPI packages."""
+
+
+class ConfigError(WhylakeError, ValueError):
+    """A setting is missing or out of range; the message names it and what to do."""
+
+
+class InvalidIdError(WhylakeError, ValueError):
+    """An identifier (tenant, model, version, request) breaks its grammar."""
+
+
+class SecretNotConfiguredError(ConfigError):
+    """A secret the run needs (e.g. the user-id hash key) is not configured."""

@@ -65,6 +65,8 @@ class InferenceSuite:
             if item.success:
                 continue
             config = item.expectation_config
+            if config is None:  # a result always names its expectation; refuse to guess
+                raise RuntimeError("Great Expectations returned a result without its expectation")
             column = str(config.kwargs.get("column", ""))
             for index in item.result.get("unexpected_index_list") or []:
                 failures.append(RowFailure(int(index), config.type, column))

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from whylake.schemas.errors import ConfigError
+
 FEATURE_TYPES = ("float", "int", "bool", "onehot")
 MODEL_KINDS = ("mlp", "linear")
 TASKS = ("classification", "regression")
@@ -25,11 +27,11 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.type not in FEATURE_TYPES:
-            raise ValueError(f"feature {self.name!r}: type {self.type!r} not in {FEATURE_TYPES}")
+            raise ConfigError(f"feature {self.name!r}: type {self.type!r} not in {FEATURE_TYPES}")
         if self.lower is not None and self.upper is not None and self.lower > self.upper:
-            raise ValueError(f"feature {self.name!r}: lower {self.lower} > upper {self.upper}")
+            raise ConfigError(f"feature {self.name!r}: lower {self.lower} > upper {self.upper}")
         if self.monotone not in (-1, 0, 1):
-            raise ValueError(f"feature {self.name!r}: monotone must be -1, 0 or 1")
+            raise ConfigError(f"feature {self.name!r}: monotone must be -1, 0 or 1")
 
 
 @dataclass(frozen=True)
@@ -55,18 +57,18 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
-            raise ValueError(f"model kind {self.kind!r} not in {MODEL_KINDS}")
+            raise ConfigError(f"model kind {self.kind!r} not in {MODEL_KINDS}")
         if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} not in {TASKS}")
+            raise ConfigError(f"task {self.task!r} not in {TASKS}")
         if not self.features:
-            raise ValueError("a model card needs at least one feature")
+            raise ConfigError("a model card needs at least one feature")
         if len(self.baseline) != len(self.features):
-            raise ValueError(
+            raise ConfigError(
                 f"baseline has {len(self.baseline)} values for {len(self.features)} features"
             )
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
-            raise ValueError(f"duplicate feature names in {names}")
+            raise ConfigError(f"duplicate feature names in {names}")
 
     @property
     def feature_names(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from schemas.explanation import EXPLANATION_SCHEMA, EXPLANATION_SCHEMA_VERSION
+from whylake.schemas.explanation import EXPLANATION_SCHEMA, EXPLANATION_SCHEMA_VERSION
 
 # Free text a person searches in; every other string is an exact-match keyword.
 TEXT_FIELDS = frozenset({"summary"})

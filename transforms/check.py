@@ -11,13 +11,14 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PCollection
 
-from schemas.arrow import strict_table
-from schemas.dead_letter import dead_letter
-from schemas.errors import ExplanationCheckError
-from schemas.explanation import EXPLANATION_ARROW_SCHEMA
+from whylake.schemas.arrow import strict_table
+from whylake.schemas.dead_letter import dead_letter
+from whylake.schemas.errors import ConfigError, ExplanationCheckError
+from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
+from whylake.transforms.dead_letters import DEAD_LETTERS
 
-DEAD = "dead_letters"
 Row = dict[str, Any]
 
 
@@ -31,7 +32,7 @@ class CheckConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.max_relative_completeness_error < 1:
-            raise ValueError("max_relative_completeness_error must be in (0, 1)")
+            raise ConfigError("max_relative_completeness_error must be in (0, 1)")
 
 
 def check_record(record: Row, config: CheckConfig, *, schema: bool = True) -> None:
@@ -75,20 +76,29 @@ def _check_schema(records: list[Row]) -> None:
         raise ExplanationCheckError(f"{first}: breaks the schema: {exc}") from exc
 
 
-class CheckExplanations(beam.PTransform):  # type: ignore[type-arg]
+class CheckExplanations(beam.PTransform[PCollection[Row], pvalue.DoOutputsTuple]):
     """Pass records that hold up; dead-letter the rest with the reason (tag `dead_letters`)."""
 
     def __init__(self, config: CheckConfig) -> None:
         super().__init__()
         self.config = config
 
-    def expand(self, records: beam.PCollection) -> pvalue.DoOutputsTuple:
+    def expand(self, records: PCollection[Row]) -> pvalue.DoOutputsTuple:
         # Batched: one Arrow conversion per batch instead of one per record.
         return (
             records
             | "BatchRecords" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | "CheckBatch" >> beam.ParDo(_CheckFn(self.config)).with_outputs(DEAD, main="checked")
+            | "CheckBatch"
+            >> beam.ParDo(_CheckFn(self.config))
+            .with_output_types(Row)
+            .with_outputs(DEAD_LETTERS, main="checked")
         )
+
+    def display_data(self) -> dict[str, Any]:
+        return {
+            "max_relative_completeness_error": self.config.max_relative_completeness_error,
+            "min_absolute_tolerance": self.config.min_absolute_tolerance,
+        }
 
 
 class _CheckFn(beam.DoFn):  # type: ignore[misc]
@@ -118,7 +128,7 @@ class _CheckFn(beam.DoFn):  # type: ignore[misc]
             passed = kept
         for record, exc in failed:
             self.rejected.inc()
-            yield pvalue.TaggedOutput(DEAD, self._dead_letter(record, exc))
+            yield pvalue.TaggedOutput(DEAD_LETTERS, self._dead_letter(record, exc))
         yield from passed
 
     def _dead_letter(self, record: Row, exc: ExplanationCheckError) -> Any:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.pvalue import PCollection
 
-from schemas.dead_letter import DeadLetter, dead_letter
-from transforms.explainers.records import ExplainConfig, ModelBank
-from transforms.progress import report
-from transforms.sampling.policy import SamplingPolicies
+from whylake.schemas.dead_letter import DeadLetter
+from whylake.schemas.errors import ConfigError
+from whylake.schemas.secrets import Secret
+from whylake.transforms.dead_letters import DEAD_LETTERS, row_dead_letter
+from whylake.transforms.explainers.config import ExplainConfig
+from whylake.transforms.model_bank import ModelBank
+from whylake.transforms.progress import report
+from whylake.transforms.sampling.policy import SamplingPolicies
 
-DEAD = "dead_letters"
 Row = dict[str, Any]
 
 
@@ -27,6 +31,7 @@ class ExplainStageConfig:
     registry_root: str
     run_id: str
     policies: SamplingPolicies
+    hash_key: Secret  # keys the user-id hash in each record
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     device: str | None = None  # None: cuda when the worker has one, else cpu
     min_batch_size: int = 256
@@ -38,9 +43,16 @@ class ExplainStageConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.min_batch_size <= self.max_batch_size:
-            raise ValueError("need 0 < min_batch_size <= max_batch_size")
+            raise ConfigError("need 0 < min_batch_size <= max_batch_size")
         if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be at least 1, got {self.torch_threads}")
+            raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}")
+
+
+class ExplainOutputs(NamedTuple):
+    """The explained records and the sampled records that could not be explained."""
+
+    explained: PCollection[Row]
+    dead_letters: PCollection[DeadLetter]
 
 
 class _ExplainerModelHandler(ModelHandler[Row, Row, ModelBank]):
@@ -64,6 +76,7 @@ class _ExplainerModelHandler(ModelHandler[Row, Row, ModelBank]):
             self.config.registry_root,
             self.config.explain,
             self.config.policies,
+            self.config.hash_key,
             device=self.config.device,
         )
 
@@ -82,14 +95,14 @@ class _ExplainerModelHandler(ModelHandler[Row, Row, ModelBank]):
         return "whylake_explain"
 
 
-class ExplainSampledRecords(beam.PTransform):  # type: ignore[type-arg]
-    """Sampled rows -> explanation records; failures -> dead letters (tag `dead_letters`)."""
+class ExplainSampledRecords(beam.PTransform[PCollection[Row], ExplainOutputs]):
+    """Sampled rows -> explanation records; rows that fail -> dead letters, alone or by batch."""
 
     def __init__(self, config: ExplainStageConfig) -> None:
         super().__init__()
         self.config = config
 
-    def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, rows: PCollection[Row]) -> ExplainOutputs:
         explained, failed = (
             rows
             | "RunExplainers"
@@ -97,12 +110,24 @@ class ExplainSampledRecords(beam.PTransform):  # type: ignore[type-arg]
         )
         batch_failures = failed.failed_inferences | "BatchFailuresToDeadLetters" >> beam.FlatMap(
             _batch_dead_letters, run_id=self.config.run_id
-        )
+        ).with_output_types(DeadLetter)
         routed = explained | "RouteRowFailures" >> beam.ParDo(
             _RouteFailuresFn(self.config.run_id)
-        ).with_outputs(DEAD, main="explained")
-        dead = (routed[DEAD], batch_failures) | "MergeDeadLetters" >> beam.Flatten()
-        return {"explained": routed.explained, DEAD: dead}
+        ).with_outputs(DEAD_LETTERS, main="explained")
+        dead = (routed[DEAD_LETTERS], batch_failures) | "MergeDeadLetters" >> beam.Flatten()
+        return ExplainOutputs(routed.explained, dead)
+
+    def display_data(self) -> dict[str, Any]:
+        explain = self.config.explain
+        return {
+            "registry_root": self.config.registry_root,
+            "device": self.config.device or "auto",
+            "ig_steps": explain.ig_steps,
+            "shap": explain.shap,
+            "counterfactuals": explain.counterfactuals,
+            "explain_config_hash": explain.digest()[:16],
+            "max_batch_size": self.config.max_batch_size,
+        }
 
 
 class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
@@ -115,26 +140,13 @@ class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
         if "_error" in record:
             self.failed.inc()
             yield pvalue.TaggedOutput(
-                DEAD, _row_dead_letter(record["_row"], record["_error"], self.run_id)
+                DEAD_LETTERS,
+                row_dead_letter(record["_row"], record["_error"], self.run_id, "explain"),
             )
         else:
             self.explained.inc()
             report("explained", 1)
             yield record
-
-
-def _row_dead_letter(row: Row, error: BaseException, run_id: str) -> DeadLetter:
-    printable = dict(row)
-    printable["features"] = dict(row.get("features") or [])
-    return dead_letter(
-        run_id=run_id,
-        stage="explain",
-        error=error,
-        record=printable,
-        source=row.get("source_id"),
-        tenant_id=row.get("tenant_id"),
-        request_id=row.get("request_id"),
-    )
 
 
 def _batch_dead_letters(
@@ -143,4 +155,4 @@ def _batch_dead_letters(
     batch, error = failure
     Metrics.counter("whylake", "records_failed_explain").inc(len(batch))
     for row in batch:
-        yield _row_dead_letter(row, error, run_id)
+        yield row_dead_letter(row, error, run_id, "explain")

@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from schemas.dead_letter import DeadLetter, dead_letter
-from schemas.errors import InputNotFoundError, InvalidRecordError
-from schemas.inference import INFERENCE_ARROW_SCHEMA, REQUIRED_COLUMNS
+from whylake.schemas.dead_letter import DeadLetter, dead_letter
+from whylake.schemas.errors import ConfigError, InputNotFoundError, InvalidRecordError
+from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA, REQUIRED_COLUMNS
+from whylake.transforms.dead_letters import DEAD_LETTERS
 
-DEAD = "dead_letters"
 _STRING_FIELDS = ("tenant_id", "request_id", "model_id", "model_version")
 _OPTIONAL_STRINGS = ("predicted_class", "label", "user_id", "trust_tier", "source_id", "input_hash")
 _OPTIONAL_FLOATS = ("confidence", "risk_score")
@@ -38,9 +38,9 @@ class ReadConfig:
 
     def __post_init__(self) -> None:
         if not self.patterns:
-            raise ValueError("give at least one input path or glob")
+            raise ConfigError("give at least one input path or glob")
         if self.batch_rows <= 0:
-            raise ValueError(f"batch_rows must be positive, got {self.batch_rows}")
+            raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
 
     def files(self) -> list[str]:
         """Expand the globs; a pattern that matches nothing is an error, not an empty day."""
@@ -60,7 +60,7 @@ class ReadConfig:
         return sorted(set(found))
 
 
-class ReadInferenceRecords(beam.PTransform):  # type: ignore[type-arg]
+class ReadInferenceRecords(beam.PTransform[pvalue.PBegin, pvalue.DoOutputsTuple]):
     """Files -> Arrow batches in the inference schema; unreadable rows -> dead letters.
 
     Returns a tagged result: the main output (PCollection[pa.RecordBatch]) and
@@ -76,8 +76,15 @@ class ReadInferenceRecords(beam.PTransform):  # type: ignore[type-arg]
             pbegin
             | "ListFiles" >> beam.Create(self.config.files())
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFile" >> beam.ParDo(_ReadFileFn(self.config)).with_outputs(DEAD, main="records")
+            | "ReadFile"
+            >> beam.ParDo(_ReadFileFn(self.config))
+            .with_input_types(str)
+            .with_output_types(pa.RecordBatch)
+            .with_outputs(DEAD_LETTERS, main="records")
         )
+
+    def display_data(self) -> dict[str, Any]:
+        return {"inputs": ", ".join(self.config.patterns), "batch_rows": self.config.batch_rows}
 
 
 class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
@@ -92,7 +99,7 @@ class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
             if isinstance(item, DeadLetter):
                 self.rows_read.inc()
                 self.rows_unreadable.inc()
-                yield pvalue.TaggedOutput(DEAD, item)
+                yield pvalue.TaggedOutput(DEAD_LETTERS, item)
             else:
                 self.rows_read.inc(item.num_rows)
                 yield item
@@ -167,7 +174,7 @@ def _read_jsonl(path: str, config: ReadConfig) -> Iterator[pa.RecordBatch | Dead
             try:
                 rows.append(coerce_json_row(line))
             except (ValueError, TypeError, KeyError, InvalidRecordError) as exc:
-                partial = _peek(line)
+                partial = peek_ids(line)
                 yield dead_letter(
                     run_id=config.run_id,
                     stage="read",
@@ -189,7 +196,7 @@ def _to_batches(rows: Sequence[dict[str, Any]]) -> Iterable[pa.RecordBatch]:
     return pa.Table.from_pylist(list(rows), schema=INFERENCE_ARROW_SCHEMA).to_batches()
 
 
-def _peek(line: str) -> dict[str, Any]:
+def peek_ids(line: str) -> dict[str, Any]:
     try:
         value = json.loads(line)
     except ValueError:

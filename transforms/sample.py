@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.pvalue import PCollection, TaggedOutput
 
-from transforms.sampling.hashing import uniforms_from_hash
-from transforms.sampling.policy import SamplingPolicies, load_policies
-from transforms.sampling.priority import (
+from whylake.schemas.errors import ConfigError
+from whylake.transforms.sampling.hashing import uniforms_from_hash
+from whylake.transforms.sampling.policy import SamplingPolicies, load_policies
+from whylake.transforms.sampling.priority import (
     AlwaysExplained,
     Candidates,
     StratumAccumulator,
@@ -61,7 +62,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.policies, SamplingPolicies):
-            raise ValueError(
+            raise ConfigError(
                 f"policies must be a SamplingPolicies (see load_policies), got {self.policies!r}"
             )
 
@@ -103,6 +104,9 @@ class SampleAndCountByPolicy(beam.PTransform[PCollection[pa.RecordBatch], Sample
         )
         return SampleOutputs(samples=outputs.samples, counts=outputs[_COUNTS])
 
+    def display_data(self) -> dict[str, Any]:
+        return {"policy_version": self._config.policies.version}
+
 
 class SampleByPolicy(beam.PTransform[PCollection[pa.RecordBatch], PCollection[dict[str, Any]]]):
     """Sample RecordBatches of valid inference records by each tenant's policy, per UTC day.
@@ -122,7 +126,7 @@ class SampleByPolicy(beam.PTransform[PCollection[pa.RecordBatch], PCollection[di
 def _utc_days(event_ts: pa.Array) -> npt.NDArray[np.int64]:
     """Days since 1970-01-01 (UTC) of each timestamp; Arrow stores UTC ticks whatever the tz."""
     if not pa.types.is_timestamp(event_ts.type):
-        raise ValueError(f"event_ts must be an Arrow timestamp column, got {event_ts.type}")
+        raise ConfigError(f"event_ts must be an Arrow timestamp column, got {event_ts.type}")
     ticks = event_ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
     # Floor division keeps days before 1970 on the right side of midnight.
     return np.asarray(ticks // _TICKS_PER_DAY[event_ts.type.unit], dtype=np.int64)
@@ -158,7 +162,7 @@ class ArrowRows:
             # when casting a taken map<string, _> to map<large_string, _>.
             return ArrowRows(pa.concat_tables(tables, promote_options="default"))
         except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
-            raise ValueError(
+            raise ConfigError(
                 f"SampleByPolicy got batches whose Arrow types differ within one stratum ({err}); "
                 "cast every batch to schemas.inference.INFERENCE_ARROW_SCHEMA before sampling"
             ) from err
@@ -212,13 +216,13 @@ class _PreselectFn(beam.DoFn):
             return
         missing = [c for c in _NEEDED_COLUMNS if c not in batch.schema.names]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"SampleByPolicy needs inference records with columns {list(_NEEDED_COLUMNS)}; "
                 f"this batch lacks {missing} (has {batch.schema.names})"
             )
         for column in ("tenant_id", "request_id", "event_ts"):
             if batch.column(column).null_count:
-                raise ValueError(
+                raise ConfigError(
                     f"SampleByPolicy needs valid inference records: {column} has "
                     f"{batch.column(column).null_count} nulls; validate the records first"
                 )

@@ -14,14 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PCollection
 
-from registry.store import ModelRegistry
-from schemas.dead_letter import dead_letter
-from schemas.errors import ModelNotFoundError
-from schemas.model_card import ModelCard
-from transforms.progress import report
+from whylake.registry.store import ModelRegistry
+from whylake.schemas.dead_letter import dead_letter
+from whylake.schemas.errors import ConfigError, ModelNotFoundError
+from whylake.schemas.model_card import ModelCard
+from whylake.transforms.dead_letters import DEAD_LETTERS
+from whylake.transforms.progress import report
 
-DEAD = "dead_letters"
 _SCALAR_COLUMNS = (
     "tenant_id",
     "request_id",
@@ -44,10 +45,10 @@ class ValidateConfig:
 
     def __post_init__(self) -> None:
         if not self.run_id:
-            raise ValueError("run_id must not be empty")
+            raise ConfigError("run_id must not be empty")
 
 
-class ValidateRecords(beam.PTransform):  # type: ignore[type-arg]
+class ValidateRecords(beam.PTransform[PCollection[pa.RecordBatch], pvalue.DoOutputsTuple]):
     """Keep rows that pass the suite and match a registered model; dead-letter the rest.
 
     Main output: PCollection[pa.RecordBatch]; tagged `dead_letters`: PCollection[DeadLetter].
@@ -57,10 +58,13 @@ class ValidateRecords(beam.PTransform):  # type: ignore[type-arg]
         super().__init__()
         self.config = config
 
-    def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return batches | "CheckBatch" >> beam.ParDo(_ValidateFn(self.config)).with_outputs(
-            DEAD, main="valid"
-        )
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> pvalue.DoOutputsTuple:
+        return batches | "CheckBatch" >> beam.ParDo(_ValidateFn(self.config)).with_input_types(
+            pa.RecordBatch
+        ).with_output_types(pa.RecordBatch).with_outputs(DEAD_LETTERS, main="valid")
+
+    def display_data(self) -> dict[str, Any]:
+        return {"registry_root": self.config.registry_root, "suite": "whylake inference suite"}
 
 
 class _ValidateFn(beam.DoFn):  # type: ignore[misc]
@@ -70,7 +74,7 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
         self.valid = Metrics.counter("whylake", "records_valid")
 
     def setup(self) -> None:
-        from schemas.expectations import InferenceSuite
+        from whylake.schemas.expectations import InferenceSuite
 
         self.suite = InferenceSuite()
         self.registry = ModelRegistry(Path(self.config.registry_root))
@@ -93,7 +97,7 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
             row = batch.slice(index, 1).to_pylist()[0]
             row["features"] = dict(row["features"])
             yield pvalue.TaggedOutput(
-                DEAD,
+                DEAD_LETTERS,
                 dead_letter(
                     run_id=self.config.run_id,
                     stage="validate",

@@ -10,8 +10,9 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam import pvalue
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
+from apache_beam.pvalue import PCollection, TaggedOutput
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -20,9 +21,10 @@ from pyiceberg.expressions import (
     LessThan,
 )
 
-from lake.catalog import CatalogConfig, open_catalog
-from lake.commit import CommitConfig, CommitResult, append_once
-from schemas.arrow import strict_table
+from whylake.lake.catalog import CatalogConfig, open_catalog
+from whylake.lake.commit import CommitConfig, CommitResult, append_once
+from whylake.schemas.arrow import strict_table
+from whylake.schemas.errors import ConfigError
 
 Row = dict[str, Any]
 ROWS = "rows"
@@ -44,10 +46,10 @@ class AppendConfig:
 
     def __post_init__(self) -> None:
         if self.key not in self.schema.names:
-            raise ValueError(f"key {self.key!r} is not a column of the {self.table} schema")
+            raise ConfigError(f"key {self.key!r} is not a column of the {self.table} schema")
 
 
-class AppendToIceberg(beam.PTransform):  # type: ignore[type-arg]
+class AppendToIceberg(beam.PTransform[PCollection[Any], pvalue.DoOutputsTuple]):
     """Group rows per tenant (and day), then append each group idempotently in one snapshot.
 
     Output: PCollection[CommitResult], one per group, for the run manifest; with
@@ -60,15 +62,26 @@ class AppendToIceberg(beam.PTransform):  # type: ignore[type-arg]
         self.config = config
         self.to_dict = to_dict
 
-    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+    def expand(self, rows: PCollection[Any]) -> pvalue.DoOutputsTuple:
         config, to_dict = self.config, self.to_dict
         return (
             rows
             | "AsDict" >> beam.Map(to_dict)
             | "KeyByPartition" >> beam.Map(lambda r: (_group_key(r, config), r))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "CommitGroup" >> beam.ParDo(_AppendGroupFn(config)).with_outputs(ROWS, main="commits")
+            | "CommitGroup"
+            >> beam.ParDo(_AppendGroupFn(config))
+            .with_output_types(CommitResult)
+            .with_outputs(ROWS, main="commits")
         )
+
+    def display_data(self) -> dict[str, Any]:
+        return {
+            "table": self.config.table,
+            "key": self.config.key,
+            "catalog": self.config.catalog.name,
+            "group_by_day": self.config.day_field or "",
+        }
 
 
 def _group_key(row: Row, config: AppendConfig) -> str:

@@ -2,189 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PCollection
 
-from schemas.opensearch import explanation_mapping
+from whylake.lake.opensearch import IndexOutcome, OpenSearchConfig, index_records
 
-log = logging.getLogger(__name__)
 Row = dict[str, Any]
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-@dataclass(frozen=True)
-class OpenSearchConfig:
-    """Where the replica lives and how hard to push; TLS and basic auth for real clusters."""
-
-    url: str
-    username: str | None = None
-    password: str | None = None
-    verify_certs: bool = True
-    ca_certs: str | None = None
-    index_prefix: str = "whylake-explanations"
-    batch_size: int = 1000
-    max_retries: int = 3
-    timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"opensearch url must start with http:// or https://: {self.url!r}")
-        if self.batch_size <= 0 or self.max_retries < 0:
-            raise ValueError("batch_size must be positive and max_retries non-negative")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.index_prefix):
-            raise ValueError(f"index_prefix {self.index_prefix!r}: lowercase letters, digits, -_")
-
-    @classmethod
-    def from_env(cls, url: str | None = None) -> OpenSearchConfig | None:
-        """From --opensearch-url or WHYLAKE_OPENSEARCH_URL (+ _USERNAME, _PASSWORD, _CA_CERTS,
-        _VERIFY_CERTS); None when no replica is configured."""
-        url = url or os.environ.get("WHYLAKE_OPENSEARCH_URL")
-        if not url:
-            return None
-        return cls(
-            url=url,
-            username=os.environ.get("WHYLAKE_OPENSEARCH_USERNAME"),
-            password=os.environ.get("WHYLAKE_OPENSEARCH_PASSWORD"),
-            ca_certs=os.environ.get("WHYLAKE_OPENSEARCH_CA_CERTS"),
-            verify_certs=os.environ.get("WHYLAKE_OPENSEARCH_VERIFY_CERTS", "true") != "false",
-        )
-
-    def client(self) -> Any:
-        from opensearchpy import OpenSearch
-
-        auth = (self.username, self.password) if self.username else None
-        return OpenSearch(
-            hosts=[self.url],
-            http_auth=auth,
-            verify_certs=self.verify_certs,
-            ca_certs=self.ca_certs,
-            timeout=self.timeout_s,
-            max_retries=0,
-            ssl_show_warn=False,
-        )
-
-    def index_for(self, tenant_id: str, day: date) -> str:
-        """One index per tenant per UTC day: a tenant's queries name only its own indices."""
-        return f"{self.index_prefix}-{check_tenant(tenant_id)}-{day:%Y.%m.%d}"
-
-    def tenant_pattern(self, tenant_id: str) -> str:
-        return f"{self.index_prefix}-{check_tenant(tenant_id)}-*"
-
-
-def check_tenant(tenant_id: str) -> str:
-    """A tenant id safe inside an index name: no wildcard, comma or path can widen a query."""
-    if not TENANT_PATTERN.fullmatch(tenant_id):
-        raise ValueError(f"tenant id {tenant_id!r} must match {TENANT_PATTERN.pattern}")
-    return tenant_id
-
-
-def to_document(record: Row) -> Row:
-    """An explanation record as an OpenSearch document (JSON-safe times)."""
-    doc = {}
-    for key, value in record.items():
-        doc[key] = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
-    return doc
-
-
-@dataclass(frozen=True)
-class IndexOutcome:
-    """How many documents a bulk write indexed and how many it could not."""
-
-    indexed: int
-    failed: int
-    error: str | None = None
-
-
-def index_records(
-    client: Any,
-    config: OpenSearchConfig,
-    records: Iterable[Row],
-    known_indices: set[str] | None = None,
-) -> IndexOutcome:
-    """Bulk-index records with their explanation_id as document id (a replay overwrites).
-
-    Retries a failed bulk request with exponential backoff (bounded by max_retries); a
-    document OpenSearch rejects is counted as failed, never dropped silently.
-    """
-    from opensearchpy import OpenSearchException, helpers
-
-    known = known_indices if known_indices is not None else set()
-    actions = [
-        {
-            "_op_type": "index",
-            "_id": record["explanation_id"],
-            "_source": to_document(record),
-            "_index": config.index_for(
-                record["tenant_id"], record["event_ts"].astimezone(UTC).date()
-            ),
-        }
-        for record in records
-    ]
-    if not actions:
-        return IndexOutcome(0, 0)
-    error: str | None = None
-    for attempt in range(config.max_retries + 1):
-        try:
-            for index in {a["_index"] for a in actions} - known:
-                ensure_index(client, index)
-                known.add(index)
-            ok, errors = helpers.bulk(
-                client,
-                actions,
-                chunk_size=config.batch_size,
-                raise_on_error=False,
-                max_retries=config.max_retries,
-                initial_backoff=1,
-            )
-            failed = len(errors) if isinstance(errors, list) else int(errors)
-            if failed:
-                log.warning(
-                    "opensearch rejected %d documents: %s",
-                    failed,
-                    errors[:1] if isinstance(errors, list) else errors,
-                )
-            return IndexOutcome(int(ok), failed, str(errors[:1]) if failed else None)
-        except (OpenSearchException, ConnectionError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if attempt < config.max_retries:
-                time.sleep(min(4.0, 0.25 * 2**attempt))
-    log.warning("opensearch unreachable, %d documents left to backfill: %s", len(actions), error)
-    return IndexOutcome(0, len(actions), error)
-
-
-def ensure_index(client: Any, index: str) -> None:
-    """Create the index with the schema-derived mapping unless it exists."""
-    from opensearchpy.exceptions import RequestError
-
-    if client.indices.exists(index=index):
-        return
-    try:
-        client.indices.create(
-            index=index,
-            body={
-                "settings": {
-                    "number_of_shards": 1,
-                    "number_of_replicas": 0,
-                    "refresh_interval": "1s",
-                },
-                "mappings": explanation_mapping(),
-            },
-        )
-    except RequestError as exc:  # another worker created it first
-        if "resource_already_exists_exception" not in str(exc):
-            raise
-
-
-class WriteToOpenSearch(beam.PTransform):  # type: ignore[type-arg]
+class WriteToOpenSearch(beam.PTransform[PCollection[Row], PCollection[IndexOutcome]]):
     """Index explanation records (after their Iceberg commit) in bulk; output the outcomes.
 
     OpenSearch is a replica: when it is unreachable the documents are counted as replica lag
@@ -195,8 +25,18 @@ class WriteToOpenSearch(beam.PTransform):  # type: ignore[type-arg]
         super().__init__()
         self.config = config
 
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        return records | "BulkIndex" >> beam.ParDo(_WriteToOpenSearchFn(self.config))
+    def expand(self, records: PCollection[Row]) -> PCollection[IndexOutcome]:
+        return records | "BulkIndex" >> beam.ParDo(
+            _WriteToOpenSearchFn(self.config)
+        ).with_output_types(IndexOutcome)
+
+    def display_data(self) -> dict[str, Any]:
+        # The URL and user name only: the password is a Secret and never shown.
+        return {
+            "url": self.config.url,
+            "index_prefix": self.config.index_prefix,
+            "batch_size": self.config.batch_size,
+        }
 
 
 class _WriteToOpenSearchFn(beam.DoFn):  # type: ignore[misc]
@@ -214,9 +54,7 @@ class _WriteToOpenSearchFn(beam.DoFn):  # type: ignore[misc]
         # so the step works on windowed (streaming) input as well as in the global window.
         self.buffers: dict[Any, list[Row]] = {}
 
-    def process(
-        self, record: Row, window: Any = beam.DoFn.WindowParam
-    ) -> Iterator[IndexOutcome]:
+    def process(self, record: Row, window: Any = beam.DoFn.WindowParam) -> Iterator[IndexOutcome]:
         buffer = self.buffers.setdefault(window, [])
         buffer.append(record)
         if len(buffer) >= self.config.batch_size:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
 
 import pytest
 from pyiceberg.catalog import Catalog
 
-from jobs.batch_job import BatchSummary, run_batch
-from jobs.demo_data import GeneratedDay, generate_day
-from jobs.demo_models import register_demo_models
-from lake.catalog import CatalogConfig, ensure_tables, open_catalog
-from pipelines.batch import BatchJobConfig
-from registry.store import ModelRegistry
-from transforms.sampling.policy import load_policies
+from whylake.jobs.batch_job import BatchSummary, run_batch
+from whylake.jobs.demo_data import GeneratedDay, generate_day
+from whylake.jobs.demo_models import register_demo_models
+from whylake.lake.catalog import CatalogConfig, ensure_tables, open_catalog
+from whylake.pipelines.configs import BatchJobConfig, StoreConfig
+from whylake.registry.store import ModelRegistry
+from whylake.schemas.secrets import Secret
+from whylake.transforms.sampling.policy import default_policy_file, load_policies
 
 DAY = date(2026, 11, 21)
-POLICY = str(Path(__file__).resolve().parents[2] / "schemas/policies/default.yaml")
+POLICY = default_policy_file()
+# A test key: the tests check that raw user ids never reach a table, hashed under it.
+TEST_HASH_KEY = Secret("whylake-tests-hash-key", "tests")
 
 
 @dataclass
@@ -31,18 +34,21 @@ class DemoHome:
     first: BatchSummary
 
     def config(self, **overrides: object) -> BatchJobConfig:
-        args: dict[str, object] = dict(
-            inputs=tuple(str(p) for p in self.generated.paths),
+        """A batch config over this home; overrides name job or store fields alike."""
+        store_fields = {f.name for f in fields(StoreConfig)}
+        store: dict[str, object] = dict(
             registry_root=str(self.home / "models"),
             policies=load_policies(POLICY),
-            catalog=CatalogConfig(home=self.home),
-            day=DAY,
+            hash_key=TEST_HASH_KEY,
+            catalog=CatalogConfig.embedded(self.home),
         )
-        args.update(overrides)
-        return BatchJobConfig(**args)  # type: ignore[arg-type]
+        store.update({k: v for k, v in overrides.items() if k in store_fields})
+        job: dict[str, object] = dict(inputs=tuple(str(p) for p in self.generated.paths), day=DAY)
+        job.update({k: v for k, v in overrides.items() if k not in store_fields})
+        return BatchJobConfig(store=StoreConfig(**store), **job)  # type: ignore[arg-type]
 
     def catalog(self) -> Catalog:
-        catalog = open_catalog(CatalogConfig(home=self.home))
+        catalog = open_catalog(CatalogConfig.embedded(self.home))
         ensure_tables(catalog)
         return catalog
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients
 
-from jobs.batch_job import run_batch
-from lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
 from tests.integration.conftest import DemoHome
+from whylake.jobs.batch_job import run_batch
+from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from jobs.batch_job import run_batch
-from lake.catalog import EXPLANATIONS, CatalogConfig, open_catalog
 from tests.integration.conftest import DemoHome
+from whylake.jobs.batch_job import run_batch
+from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, open_catalog
 
 pytestmark = pytest.mark.integration
 FLINK_VERSION = os.environ.get("WHYLAKE_FLINK_VERSION", "1.19")
@@ -23,7 +23,7 @@ FLINK_ARGS = (
 
 
 def _by_id(home) -> dict[str, dict]:
-    rows = open_catalog(CatalogConfig(home=home)).load_table(EXPLANATIONS).scan().to_arrow()
+    rows = open_catalog(CatalogConfig.embedded(home)).load_table(EXPLANATIONS).scan().to_arrow()
     return {r["explanation_id"]: r for r in rows.to_pylist()}
 
 
@@ -32,7 +32,7 @@ def test_flink_runner_writes_the_same_explanations_as_the_local_runner(
 ) -> None:
     run = run_batch(
         demo_home.config(
-            catalog=CatalogConfig(home=tmp_path), runner="FlinkRunner", runner_args=FLINK_ARGS
+            catalog=CatalogConfig.embedded(tmp_path), runner="FlinkRunner", runner_args=FLINK_ARGS
         )
     ).record
     assert run.status == "succeeded", run.warnings

@@ -9,11 +9,12 @@ from datetime import UTC, date
 
 import pytest
 
-from jobs.batch_job import run_batch
-from lake.catalog import EXPLANATIONS
-from lake.replica import SearchQuery, backfill, retention, search
 from tests.integration.conftest import DAY, DemoHome
-from transforms.write_opensearch import OpenSearchConfig, check_tenant
+from whylake.jobs.batch_job import run_batch
+from whylake.lake.catalog import EXPLANATIONS
+from whylake.lake.opensearch import OpenSearchConfig
+from whylake.lake.replica import SearchQuery, backfill, retention, search
+from whylake.schemas.ids import check_tenant
 
 pytestmark = pytest.mark.integration
 # The node `make up` starts (infra/services.sh honours WHYLAKE_OPENSEARCH_PORT too).
@@ -121,9 +122,7 @@ def test_feature_and_time_range_query(demo_home: DemoHome, replica: OpenSearchCo
         assert abs(bmi["value"]) >= 5.0
     from datetime import datetime
 
-    none = search(
-        replica, SearchQuery(tenant_id="globex", since=datetime(2030, 1, 1, tzinfo=UTC))
-    )
+    none = search(replica, SearchQuery(tenant_id="globex", since=datetime(2030, 1, 1, tzinfo=UTC)))
     assert none == []
 
 

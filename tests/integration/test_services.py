@@ -33,12 +33,13 @@ MAKE_UP = "run `make up` (infra/services.sh up) first"
 @pytest.fixture(scope="module")
 def infra_env() -> dict[str, str]:
     """Connection settings as infra/services.sh computes them (WHYLAKE_* overrides respected)."""
-    out = subprocess.run(["bash", str(SERVICES), "env"], check=True, capture_output=True,
-                         text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["bash", str(SERVICES), "env"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     env: dict[str, str] = {}
     for line in out.splitlines():
         if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export "):].partition("=")
+            key, _, value = line[len("export ") :].partition("=")
             env[key] = value
     for key in list(env):
         env[key] = os.environ.get(key, env[key])
@@ -50,6 +51,7 @@ def _unique(prefix: str) -> str:
 
 
 # ---------------------------------------------------------------- OpenSearch
+
 
 @pytest.fixture(scope="module")
 def opensearch(infra_env: dict[str, str]) -> Iterator[object]:
@@ -69,21 +71,47 @@ def opensearch(infra_env: dict[str, str]) -> Iterator[object]:
 
 def test_opensearch_indexes_and_searches_a_document(opensearch) -> None:  # type: ignore[no-untyped-def]
     index = _unique("whylake-it")
-    opensearch.indices.create(index=index, body={
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-        "mappings": {"properties": {
-            "tenant_id": {"type": "keyword"}, "request_id": {"type": "keyword"},
-            "event_ts": {"type": "date"}, "summary": {"type": "text"},
-            "score": {"type": "float"}}}})
+    opensearch.indices.create(
+        index=index,
+        body={
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "mappings": {
+                "properties": {
+                    "tenant_id": {"type": "keyword"},
+                    "request_id": {"type": "keyword"},
+                    "event_ts": {"type": "date"},
+                    "summary": {"type": "text"},
+                    "score": {"type": "float"},
+                }
+            },
+        },
+    )
     try:
-        doc = {"tenant_id": "acme", "request_id": "req-42", "event_ts": "2026-11-21T10:00:00Z",
-               "summary": "income and debt ratio drove the score up", "score": 0.87}
+        doc = {
+            "tenant_id": "acme",
+            "request_id": "req-42",
+            "event_ts": "2026-11-21T10:00:00Z",
+            "summary": "income and debt ratio drove the score up",
+            "score": 0.87,
+        }
         opensearch.index(index=index, id="expl-42", body=doc, refresh="true")
-        opensearch.index(index=index, id="expl-43", refresh="true", body={
-            **doc, "tenant_id": "other", "request_id": "req-43"})
-        found = opensearch.search(index=index, body={"query": {"bool": {
-            "filter": [{"term": {"tenant_id": "acme"}}],
-            "must": [{"match": {"summary": "income"}}]}}})
+        opensearch.index(
+            index=index,
+            id="expl-43",
+            refresh="true",
+            body={**doc, "tenant_id": "other", "request_id": "req-43"},
+        )
+        found = opensearch.search(
+            index=index,
+            body={
+                "query": {
+                    "bool": {
+                        "filter": [{"term": {"tenant_id": "acme"}}],
+                        "must": [{"match": {"summary": "income"}}],
+                    }
+                }
+            },
+        )
         hits = found["hits"]["hits"]
         assert [h["_id"] for h in hits] == ["expl-42"]
         assert hits[0]["_source"]["request_id"] == "req-42"
@@ -93,6 +121,7 @@ def test_opensearch_indexes_and_searches_a_document(opensearch) -> None:  # type
 
 
 # ---------------------------------------------------------------- Kafka
+
 
 def test_kafka_produces_and_consumes_on_a_fresh_topic(infra_env: dict[str, str]) -> None:
     from confluent_kafka import Consumer, KafkaException, Producer
@@ -111,19 +140,30 @@ def test_kafka_produces_and_consumes_on_a_fresh_topic(infra_env: dict[str, str])
         pytest.fail(f"Kafka at {bootstrap} does not answer: {MAKE_UP} ({exc})")
 
     topic = _unique("whylake-it")
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
-                        operation_timeout=10)[topic].result(timeout=15)
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=10
+    )[topic].result(timeout=15)
     try:
         errors: list[object] = []
         producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         payload = b'{"tenant_id": "acme", "request_id": "req-42"}'
-        producer.produce(topic, key=b"acme", value=payload,
-                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+        producer.produce(
+            topic,
+            key=b"acme",
+            value=payload,
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
         assert producer.flush(15) == 0, "message not delivered within 15 s"
         assert not errors, errors
 
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": _unique("whylake-it"),
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": _unique("whylake-it"),
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         consumer.subscribe([topic])
         received = None
         deadline = time.monotonic() + 30
@@ -144,7 +184,7 @@ def test_kafka_produces_and_consumes_on_a_fresh_topic(infra_env: dict[str, str])
 
 # ---------------------------------------------------------------- Beam on Flink / Prism
 
-PIPELINE = '''
+PIPELINE = """
 import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -158,7 +198,7 @@ with beam.Pipeline(options=PipelineOptions(sys.argv[2:])) as p:
     (counts | beam.Map(lambda kv: "%s=%d" % kv)
             | beam.io.WriteToText(out, shard_name_template=""))
 print("runner:", p.runner.__class__.__name__)
-'''
+"""
 
 
 def _offline_prefix() -> tuple[list[str], dict[str, str]]:
@@ -170,63 +210,102 @@ def _offline_prefix() -> tuple[list[str], dict[str, str]]:
     inner = 'ip link set lo up && exec "$@"'
     if shutil.which("unshare") and shutil.which("ip"):
         for flags in (["-n"], ["-rn"]):
-            probe = subprocess.run(["unshare", *flags, "sh", "-c", inner, "sh", "true"],
-                                   capture_output=True, timeout=30)
+            probe = subprocess.run(
+                ["unshare", *flags, "sh", "-c", inner, "sh", "true"],
+                capture_output=True,
+                timeout=30,
+            )
             if probe.returncode == 0:
                 return ["unshare", *flags, "sh", "-c", inner, "sh"], {}
     dead = "http://127.0.0.1:9"
-    return [], {"HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead,
-                "https_proxy": dead, "NO_PROXY": "localhost,127.0.0.1",
-                "no_proxy": "localhost,127.0.0.1"}
+    return [], {
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "NO_PROXY": "localhost,127.0.0.1",
+        "no_proxy": "localhost,127.0.0.1",
+    }
 
 
-def _run_pipeline(tmp_path: Path, args: list[str], offline: bool = True,
-                  timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def _run_pipeline(
+    tmp_path: Path, args: list[str], offline: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "tiny_pipeline.py"
     script.write_text(PIPELINE)
     out = tmp_path / "counts.txt"
     prefix, extra_env = _offline_prefix() if offline else ([], {})
     env = {**os.environ, **extra_env}
-    proc = subprocess.run([*prefix, sys.executable, str(script), str(out), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [*prefix, sys.executable, str(script), str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (
         f"pipeline failed ({' '.join(args)}), offline via {prefix or 'dead proxies'}\n"
-        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
     assert sorted(out.read_text().split()) == ["a=1", "b=2", "c=2"]
     return proc
 
 
 def _beam_version() -> str:
     import apache_beam
+
     return apache_beam.__version__
 
 
 def test_beam_pipeline_runs_on_flink_with_the_staged_job_server(
-        infra_env: dict[str, str], tmp_path: Path) -> None:
+    infra_env: dict[str, str], tmp_path: Path
+) -> None:
     flink = infra_env["WHYLAKE_FLINK_VERSION"]
-    staged = (Path.home() / ".apache_beam" / "cache" / "jars"
-              / f"beam-runners-flink-{flink}-job-server-{_beam_version()}.jar")
+    staged = (
+        Path.home()
+        / ".apache_beam"
+        / "cache"
+        / "jars"
+        / f"beam-runners-flink-{flink}-job-server-{_beam_version()}.jar"
+    )
     if not staged.is_file() or not Path(infra_env["WHYLAKE_FLINK_JOB_SERVER_JAR"]).is_file():
         pytest.fail(f"Flink job server jar not staged at {staged}: {MAKE_UP}")
     with zipfile.ZipFile(staged) as jar:
         manifest = jar.read("META-INF/MANIFEST.MF").decode()
     assert "FlinkJobServerDriver" in manifest.replace("\r\n ", "")
     # no --flink_job_server_jar: Beam must find the staged jar itself, and has no network
-    proc = _run_pipeline(tmp_path, [
-        "--runner=FlinkRunner", "--flink_master=[local]", f"--flink_version={flink}",
-        "--environment_type=LOOPBACK", "--parallelism=1"])
+    proc = _run_pipeline(
+        tmp_path,
+        [
+            "--runner=FlinkRunner",
+            "--flink_master=[local]",
+            f"--flink_version={flink}",
+            "--environment_type=LOOPBACK",
+            "--parallelism=1",
+        ],
+    )
     assert str(staged) in proc.stderr, "Beam did not start the staged job server jar"
 
 
 def test_beam_pipeline_runs_on_a_long_running_flink_job_server(
-        infra_env: dict[str, str], tmp_path: Path) -> None:
-    status = subprocess.run(["bash", str(SERVICES), "status", "flink"], capture_output=True,
-                            text=True, timeout=60)
+    infra_env: dict[str, str], tmp_path: Path
+) -> None:
+    status = subprocess.run(
+        ["bash", str(SERVICES), "status", "flink"], capture_output=True, text=True, timeout=60
+    )
     if status.returncode != 0:
         pytest.skip("no long-running Flink job server (infra/services.sh up flink)")
-    _run_pipeline(tmp_path, [
-        "--runner=PortableRunner", f"--job_endpoint={infra_env['WHYLAKE_FLINK_JOB_ENDPOINT']}",
-        "--environment_type=LOOPBACK", "--parallelism=1"], offline=False)
+    _run_pipeline(
+        tmp_path,
+        [
+            "--runner=PortableRunner",
+            f"--job_endpoint={infra_env['WHYLAKE_FLINK_JOB_ENDPOINT']}",
+            "--environment_type=LOOPBACK",
+            "--parallelism=1",
+        ],
+        offline=False,
+    )
 
 
 def test_beam_pipeline_runs_on_prism(infra_env: dict[str, str], tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -26,10 +25,19 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs.demo_data import _jsonable, tenant_table
-from jobs.demo_models import register_demo_models
-from lake.catalog import DEAD_LETTERS, EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
-from registry.store import ModelRegistry
+from tests.integration.conftest import TEST_HASH_KEY
+from whylake.jobs.demo_data import _jsonable, tenant_table
+from whylake.jobs.demo_models import register_demo_models
+from whylake.lake.catalog import (
+    DEAD_LETTERS,
+    EXPLANATIONS,
+    RUNS,
+    CatalogConfig,
+    ensure_tables,
+    open_catalog,
+)
+from whylake.registry.store import ModelRegistry
+from whylake.transforms.sampling.policy import default_policy_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -37,7 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 PRISM = REPO / ".infra/cache/prism/v2.77.0/bin/prism"
 KAFKA = os.environ.get("WHYLAKE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 OPENSEARCH = os.environ.get("WHYLAKE_OPENSEARCH_URL", "http://127.0.0.1:9200")
-POLICY = REPO / "schemas/policies/default.yaml"
+POLICY = default_policy_file()
 WINDOW_S = 2
 TENANTS = ("acme", "globex")
 
@@ -87,7 +95,7 @@ class StreamJob:
         cmd = [
             sys.executable,
             "-m",
-            "jobs.cli",
+            "whylake.jobs.cli",
             "stream",
             f"--topic={self.topic}",
             f"--bootstrap-servers={self.bootstrap}",
@@ -100,8 +108,9 @@ class StreamJob:
             f"--opensearch-url={OPENSEARCH}",
             f"--prism-location={PRISM}",
         ]
+        env = {**os.environ, "WHYLAKE_HASH_KEY": TEST_HASH_KEY.reveal()}
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def kill(self) -> None:
@@ -134,7 +143,7 @@ def job_factory(tmp_path: Path, registry_root: Path) -> Iterator[Callable[..., S
     def make(topic: str, policy: Path, bootstrap: str = KAFKA) -> StreamJob:
         home = tmp_path / f"home-{len(jobs)}"
         home.mkdir()
-        ensure_tables(open_catalog(CatalogConfig(home=home)))
+        ensure_tables(open_catalog(CatalogConfig.embedded(home)))
         job = StreamJob(home, topic, policy, registry_root, bootstrap)
         jobs.append(job)
         return job
@@ -224,13 +233,18 @@ def _wait_for(what: str, predicate: Callable[[], bool], timeout_s: float, job: S
 
 
 def _explanations(home: Path) -> list[dict[str, Any]]:
-    table = open_catalog(CatalogConfig(home=home)).load_table(EXPLANATIONS)
+    table = open_catalog(CatalogConfig.embedded(home)).load_table(EXPLANATIONS)
     fields = ("explanation_id", "request_id", "tenant_id", "event_ts", "sampling_reason")
     return table.scan(selected_fields=(*fields, "stratum_size")).to_arrow().to_pylist()
 
 
+def _runs(home: Path) -> list[dict[str, Any]]:
+    table = open_catalog(CatalogConfig.embedded(home)).load_table(RUNS)
+    return table.scan().to_arrow().to_pylist()
+
+
 def _dead_letters(home: Path) -> list[dict[str, Any]]:
-    table = open_catalog(CatalogConfig(home=home)).load_table(DEAD_LETTERS)
+    table = open_catalog(CatalogConfig.embedded(home)).load_table(DEAD_LETTERS)
     return table.scan().to_arrow().to_pylist()
 
 
@@ -343,20 +357,27 @@ def test_killed_mid_stream_and_restarted_loses_nothing_and_doubles_nothing(
     topic = _create_topic()
     job = job_factory(topic, _policy(tmp_path, budget=100_000))  # every event explained
     events = _events(registry_root, topic, per_tenant=300)
-    producer = threading.Thread(target=_produce, args=(topic, events, 80))
+    before, after = events[: len(events) // 2], events[len(events) // 2 :]
+    # The timing is the test's, not the machine's: the second half is produced only after the
+    # kill, so the job always dies with work left, however fast it ran the first half.
     job.start()
-    producer.start()
+    _produce(topic, before, rate=150)
     _wait_for("a first committed window", lambda: len(_explanations(job.home)) > 0, 90, job)
     job.kill()
     at_kill = len(_explanations(job.home))
+    assert 0 < at_kill <= len(before)
+    # The killed run is visible as started without a finish, not lost.
+    (killed,) = _runs(job.home)
+    assert killed["status"] == "started" and killed["finished_at"] is None
+    _produce(topic, after, rate=300)  # while the job is down
     job.start()
-    producer.join(timeout=120)
-    assert at_kill < len(events), "the job was not killed mid-stream"
     _wait_for("every offset committed", lambda: _offsets_at_end(topic), 150, job)
     assert job.stop() == 0, job.log()
 
     rows = _assert_once_everywhere(job.home, topic)
     assert {r["request_id"] for r in rows} == {e["request_id"] for e in events}
+    statuses = sorted((r["run_id"] == killed["run_id"], r["status"]) for r in _runs(job.home))
+    assert statuses == [(False, "started"), (False, "stopped"), (True, "started")]
 
 
 def test_the_job_resumes_after_the_broker_stops_and_restarts(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from transforms.explainers.device import pick_device
-from transforms.explainers.exact_shapley import exact_shapley
-from transforms.explainers.integrated_gradients import integrated_gradients
-from transforms.explainers.result import AttributionResult
-from transforms.explainers.shap_values import shap_attributions
-from transforms.explainers.stability import attribution_stability
-from transforms.explainers.summary import summarize
+from whylake.transforms.explainers.device import pick_device
+from whylake.transforms.explainers.exact_shapley import exact_shapley
+from whylake.transforms.explainers.integrated_gradients import integrated_gradients
+from whylake.transforms.explainers.result import AttributionResult
+from whylake.transforms.explainers.shap_values import shap_attributions
+from whylake.transforms.explainers.stability import attribution_stability
+from whylake.transforms.explainers.summary import summarize
 
 __all__ = [
     "AttributionResult",

@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from transforms.explainers.device import (
-    Activation,
-    Chain,
+from whylake.transforms.explainers.chain import Activation, Chain, compile_chain
+from whylake.transforms.explainers.device import resolve_device
+from whylake.transforms.explainers.model_calls import (
     as_rows,
     check_eval_mode,
-    compile_chain,
     fixed_block,
     forward_scalar,
     predict_numpy,
-    resolve_device,
 )
-from transforms.explainers.result import AttributionResult
+from whylake.transforms.explainers.result import AttributionResult
 
 RULES = ("gauss_legendre", "trapezoid")
 ENGINES = ("auto", "chain", "autograd")

@@ -7,17 +7,16 @@ import hashlib
 import numpy as np
 import torch
 
-from transforms.explainers.device import (
-    Chain,
+from whylake.transforms.explainers.chain import Chain, compile_chain
+from whylake.transforms.explainers.device import resolve_device
+from whylake.transforms.explainers.integrated_gradients import integrated_gradients
+from whylake.transforms.explainers.model_calls import (
     as_rows,
     check_eval_mode,
-    compile_chain,
     fixed_block,
     predict_numpy,
-    resolve_device,
 )
-from transforms.explainers.integrated_gradients import integrated_gradients
-from transforms.explainers.result import AttributionResult
+from whylake.transforms.explainers.result import AttributionResult
 
 KINDS = ("auto", "linear", "deep", "gradient", "kernel")
 

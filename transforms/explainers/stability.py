@@ -7,8 +7,8 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from transforms.explainers.device import as_rows
-from transforms.explainers.integrated_gradients import integrated_gradients
+from whylake.transforms.explainers.integrated_gradients import integrated_gradients
+from whylake.transforms.explainers.model_calls import as_rows
 
 
 def attribution_stability(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from transforms.sampling.hashing import uniform_from_hash, uniforms_from_hash
-from transforms.sampling.policy import (
+from whylake.transforms.sampling.hashing import uniform_from_hash, uniforms_from_hash
+from whylake.transforms.sampling.policy import (
     AlwaysExplainRules,
     SamplingPolicies,
     TenantPolicy,
     load_policies,
     parse_policies,
 )
-from transforms.sampling.priority import (
+from whylake.transforms.sampling.priority import (
     AlwaysExplained,
     Candidates,
     ListRows,

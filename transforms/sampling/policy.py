@@ -7,11 +7,15 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
+
+from whylake.schemas.errors import ConfigError
 
 SAMPLERS: tuple[str, ...] = ("priority", "reservoir")
 WEIGHTS: tuple[str, ...] = ("uniform", "uncertainty", "risk")
@@ -44,10 +48,10 @@ def _is_number(value: object) -> bool:
 def _names(value: object, what: str) -> tuple[str, ...]:
     """A tuple of non-empty strings from a list or tuple, or a ValueError naming `what`."""
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ValueError(f"{what} must be a list of names, got {value!r}")
+        raise ConfigError(f"{what} must be a list of names, got {value!r}")
     for name in value:
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{what} must hold non-empty strings, got {name!r} in {value!r}")
+            raise ConfigError(f"{what} must hold non-empty strings, got {name!r} in {value!r}")
     return tuple(value)
 
 
@@ -64,7 +68,7 @@ class AlwaysExplainRules:
         if self.confidence_below is not None:
             value = self.confidence_below
             if not _is_number(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(
+                raise ConfigError(
                     f"always_explain.confidence_below must be a number in [0, 1] or null, "
                     f"got {value!r}"
                 )
@@ -72,7 +76,7 @@ class AlwaysExplainRules:
         if self.risk_above is not None:
             value = self.risk_above
             if not _is_number(value) or not math.isfinite(value):
-                raise ValueError(
+                raise ConfigError(
                     f"always_explain.risk_above must be a finite number or null, got {value!r}"
                 )
             object.__setattr__(self, "risk_above", float(value))
@@ -119,22 +123,22 @@ class TenantPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, str) or not self.version.strip():
-            raise ValueError(f"version must be a non-empty string, got {self.version!r}")
+            raise ConfigError(f"version must be a non-empty string, got {self.version!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
+            raise ConfigError(f"sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
         if self.weight not in WEIGHTS:
-            raise ValueError(f"weight must be one of {list(WEIGHTS)}, got {self.weight!r}")
+            raise ConfigError(f"weight must be one of {list(WEIGHTS)}, got {self.weight!r}")
         budget = self.budget_per_day
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-            raise ValueError(f"budget_per_day must be a positive integer, got {budget!r}")
+            raise ConfigError(f"budget_per_day must be a positive integer, got {budget!r}")
         floor = self.weight_floor
         if not _is_number(floor) or not 0.0 < floor <= 1.0:
-            raise ValueError(f"weight_floor must be a number in (0, 1], got {floor!r}")
+            raise ConfigError(f"weight_floor must be a number in (0, 1], got {floor!r}")
         object.__setattr__(self, "weight_floor", float(floor))
         if not isinstance(self.always_explain, AlwaysExplainRules):
-            raise ValueError(
+            raise ConfigError(
                 f"always_explain must be an AlwaysExplainRules, got {self.always_explain!r}"
             )
         object.__setattr__(
@@ -172,13 +176,13 @@ class SamplingPolicies:
         object.__setattr__(self, "tenants", dict(self.tenants))
         for name, policy in (("defaults", self.defaults), *self.tenants.items()):
             if not isinstance(name, str) or not name:
-                raise ValueError(f"tenant names must be non-empty strings, got {name!r}")
+                raise ConfigError(f"tenant names must be non-empty strings, got {name!r}")
             if not isinstance(policy, TenantPolicy):
-                raise ValueError(f"policy of {name!r} must be a TenantPolicy, got {policy!r}")
+                raise ConfigError(f"policy of {name!r} must be a TenantPolicy, got {policy!r}")
             # One seed for all tenants: a request is hashed once per batch, and a policy
             # version names one consistent set of rules.
             if (policy.version, policy.seed) != (self.version, self.seed):
-                raise ValueError(
+                raise ConfigError(
                     f"policy of {name!r} has version/seed {policy.version!r}/{policy.seed!r}, "
                     f"expected the file's {self.version!r}/{self.seed!r}"
                 )
@@ -190,10 +194,10 @@ class SamplingPolicies:
 
 def _check_keys(mapping: object, allowed: tuple[str, ...], where: str) -> Mapping[str, Any]:
     if not isinstance(mapping, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {mapping!r}")
+        raise ConfigError(f"{where} must be a mapping, got {mapping!r}")
     unknown = sorted(str(k) for k in mapping if k not in allowed)
     if unknown:
-        raise ValueError(f"{where} has unknown keys {unknown}; allowed keys are {list(allowed)}")
+        raise ConfigError(f"{where} has unknown keys {unknown}; allowed keys are {list(allowed)}")
     return mapping
 
 
@@ -219,36 +223,41 @@ def parse_policies(document: object, *, source: str = "policy document") -> Samp
     doc = _check_keys(document, _TOP_LEVEL_KEYS, source)
     for key in ("version", "seed"):
         if key not in doc:
-            raise ValueError(f"{source}: missing required key {key!r}")
+            raise ConfigError(f"{source}: missing required key {key!r}")
     version = doc["version"]
     if isinstance(version, datetime.date):
         # YAML reads an unquoted 2026-11-01 as a date; the text the author wrote is meant.
         version = version.isoformat()
     seed = doc["seed"]
     if not isinstance(version, str) or not version.strip():
-        raise ValueError(f"{source}: version must be a non-empty string, got {version!r}")
+        raise ConfigError(f"{source}: version must be a non-empty string, got {version!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"{source}: seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"{source}: seed must be a non-negative integer, got {seed!r}")
     defaults = _check_keys(doc.get("defaults") or {}, _TENANT_KEYS, f"{source}: defaults")
     tenants = doc.get("tenants") or {}
     if not isinstance(tenants, Mapping):
-        raise ValueError(f"{source}: tenants must be a mapping of tenant id to overrides")
+        raise ConfigError(f"{source}: tenants must be a mapping of tenant id to overrides")
     try:
         default_policy = _tenant_policy(version, seed, defaults, {})
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: defaults: {err}") from err
+        raise ConfigError(f"{source}: defaults: {err}") from err
     policies = {}
     for tenant, override in tenants.items():
         where = f"tenants.{tenant}"
         if not isinstance(tenant, str) or not tenant:
-            raise ValueError(f"{source}: tenant ids must be non-empty strings, got {tenant!r}")
+            raise ConfigError(f"{source}: tenant ids must be non-empty strings, got {tenant!r}")
         # A bare `tenant:` line (null) lists the tenant with the defaults.
         override = _check_keys(override or {}, _TENANT_KEYS, f"{source}: {where}")
         try:
             policies[tenant] = _tenant_policy(version, seed, defaults, override)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: {where}: {err}") from err
+            raise ConfigError(f"{source}: {where}: {err}") from err
     return SamplingPolicies(version=version, seed=seed, defaults=default_policy, tenants=policies)
+
+
+def default_policy_file() -> Path:
+    """The policy file shipped inside the package (whylake/schemas/policies/default.yaml)."""
+    return Path(str(files("whylake.schemas").joinpath("policies", "default.yaml")))
 
 
 def load_policies(path: str | os.PathLike[str]) -> SamplingPolicies:
@@ -257,5 +266,5 @@ def load_policies(path: str | os.PathLike[str]) -> SamplingPolicies:
         try:
             document = yaml.safe_load(handle)
         except yaml.YAMLError as err:
-            raise ValueError(f"{os.fspath(path)}: not valid YAML: {err}") from err
+            raise ConfigError(f"{os.fspath(path)}: not valid YAML: {err}") from err
     return parse_policies(document, source=os.fspath(path))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from transforms.explainers.counterfactuals import (
+from whylake.transforms.explainers.counterfactuals import (
     Counterfactual,
     CounterfactualConfig,
     CounterfactualResult,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.explainers import exact_shapley
+from whylake.transforms.explainers import exact_shapley
 
 
 def test_linear_model_gives_w_times_x_minus_background_mean(rng: np.random.Generator) -> None:

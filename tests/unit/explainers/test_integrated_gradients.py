@@ -14,8 +14,8 @@ from tests.unit.explainers.conftest import (
     make_relu_mlp,
     make_smooth_mlp,
 )
-from transforms.explainers import integrated_gradients
-from transforms.explainers.integrated_gradients import quadrature
+from whylake.transforms.explainers import integrated_gradients
+from whylake.transforms.explainers.integrated_gradients import quadrature
 
 
 def _linear_weights(model: torch.nn.Module) -> np.ndarray:

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tests.unit.explainers.conftest import Residual, make_linear, make_relu_mlp
-from transforms.explainers import AttributionResult, pick_device
-from transforms.explainers.device import compile_chain, resolve_device
+from whylake.transforms.explainers import AttributionResult, pick_device
+from whylake.transforms.explainers.chain import compile_chain
+from whylake.transforms.explainers.device import resolve_device
 
 
 def test_build_computes_error_and_freezes_arrays() -> None:

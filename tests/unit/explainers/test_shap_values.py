@@ -16,7 +16,7 @@ from tests.unit.explainers.conftest import (
     make_smooth_mlp,
     numpy_fn,
 )
-from transforms.explainers import exact_shapley, shap_attributions
+from whylake.transforms.explainers import exact_shapley, shap_attributions
 
 
 def test_linear_model_is_exact_and_auto_picks_linear(rng: np.random.Generator) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.unit.explainers.conftest import Product, make_relu_mlp
-from transforms.explainers import attribution_stability
+from whylake.transforms.explainers import attribution_stability
 
 
 def test_identical_baselines_are_perfectly_stable(rng: np.random.Generator) -> None:

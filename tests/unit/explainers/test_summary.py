@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from transforms.explainers import summarize
+from whylake.transforms.explainers import summarize
 
 NAMES = ["age", "income", "debt_ratio", "late_payments", "tenure"]
 

@@ -15,7 +15,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import In
 
-from lake.catalog import (
+from whylake.lake.catalog import (
     DEAD_LETTERS,
     EXPLANATIONS,
     RUNS,
@@ -23,11 +23,11 @@ from lake.catalog import (
     ensure_tables,
     open_catalog,
 )
-from lake.commit import append_once
-from schemas.arrow import strict_table
-from schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA, dead_letter
-from schemas.explanation import EXPLANATION_ARROW_SCHEMA, EXPLANATION_SCHEMA_VERSION
-from schemas.run_manifest import RUN_ARROW_SCHEMA
+from whylake.lake.commit import append_once
+from whylake.schemas.arrow import strict_table
+from whylake.schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA, dead_letter
+from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA, EXPLANATION_SCHEMA_VERSION
+from whylake.schemas.run_manifest import RUN_ARROW_SCHEMA
 
 EVENT_DAY = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 
@@ -198,7 +198,7 @@ def _run_row(run_id: str, tenants: list[str], snapshot_ids: list[int]) -> dict[s
 def seeded_lake(tmp_path_factory: pytest.TempPathFactory) -> SeededLake:
     """Two tenants, two explanation snapshots, dead letters and runs; read-only for tests."""
     home = tmp_path_factory.mktemp("lake")
-    catalog = open_catalog(CatalogConfig(home=home))
+    catalog = open_catalog(CatalogConfig.embedded(home))
     ensure_tables(catalog)
     first = append_explanations(
         catalog,
@@ -276,7 +276,7 @@ def seeded_lake(tmp_path_factory: pytest.TempPathFactory) -> SeededLake:
 @pytest.fixture
 def lake_catalog(tmp_path: Path) -> Catalog:
     """A fresh, empty catalog with the whylake tables, for tests that write."""
-    catalog = open_catalog(CatalogConfig(home=tmp_path))
+    catalog = open_catalog(CatalogConfig.embedded(tmp_path))
     ensure_tables(catalog)
     return catalog
 

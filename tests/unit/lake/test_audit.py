@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import duckdb
 import pytest
 
-from lake.audit import run_tenant_sql, single_select
-from lake.catalog import EXPLANATIONS
-from lake.reconstruct import committed_time
-from schemas.errors import SnapshotNotFoundError, TenantScopeError
+from whylake.lake.audit import run_tenant_sql, single_select
+from whylake.lake.catalog import EXPLANATIONS
+from whylake.lake.reconstruct import committed_time
+from whylake.schemas.errors import SnapshotNotFoundError, TenantScopeError
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog

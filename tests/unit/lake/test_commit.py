@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 from pyiceberg.expressions import AlwaysTrue, EqualTo
 
-from lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
-from lake.commit import BATCH_ID_PROPERTY, RUN_ID_PROPERTY, CommitConfig, append_once
-from schemas.explanation import EXPLANATION_ARROW_SCHEMA
 from tests.unit.lake.conftest import explanation_row
+from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
+from whylake.lake.commit import BATCH_ID_PROPERTY, RUN_ID_PROPERTY, CommitConfig, append_once
+from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
 
 
 def _table(rows) -> pa.Table:
@@ -20,7 +20,7 @@ def _table(rows) -> pa.Table:
 
 
 def test_a_replayed_batch_adds_nothing(tmp_path) -> None:
-    catalog = open_catalog(CatalogConfig(home=tmp_path))
+    catalog = open_catalog(CatalogConfig.embedded(tmp_path))
     ensure_tables(catalog)
     rows = _table([explanation_row("acme", f"r{i}") for i in range(5)])
     first = append_once(
@@ -50,7 +50,7 @@ def test_a_replayed_batch_adds_nothing(tmp_path) -> None:
 
 
 def test_a_batch_with_a_repeated_key_commits_it_once(tmp_path) -> None:
-    catalog = open_catalog(CatalogConfig(home=tmp_path))
+    catalog = open_catalog(CatalogConfig.embedded(tmp_path))
     ensure_tables(catalog)
     row = explanation_row("acme", "dup")
     result = append_once(
@@ -68,11 +68,11 @@ def test_a_batch_with_a_repeated_key_commits_it_once(tmp_path) -> None:
 
 @pytest.mark.parametrize("writers, appends", [(4, 30)])
 def test_concurrent_writers_commit_every_row_exactly_once(tmp_path, writers, appends) -> None:
-    ensure_tables(open_catalog(CatalogConfig(home=tmp_path)))
+    ensure_tables(open_catalog(CatalogConfig.embedded(tmp_path)))
     errors: list[BaseException] = []
 
     def write(w: int) -> None:
-        catalog = open_catalog(CatalogConfig(home=tmp_path))  # its own connection, as a worker
+        catalog = open_catalog(CatalogConfig.embedded(tmp_path))  # its own connection, as a worker
         try:
             for a in range(appends):
                 # Every second append replays the previous one (a retried bundle).
@@ -98,7 +98,7 @@ def test_concurrent_writers_commit_every_row_exactly_once(tmp_path, writers, app
         t.join()
     assert not errors, errors
     ids = (
-        open_catalog(CatalogConfig(home=tmp_path))
+        open_catalog(CatalogConfig.embedded(tmp_path))
         .load_table(EXPLANATIONS)
         .scan(selected_fields=("request_id",))
         .to_arrow()["request_id"]

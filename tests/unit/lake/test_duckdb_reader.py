@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pytest
 
-from lake.catalog import EXPLANATIONS
+from whylake.lake.catalog import EXPLANATIONS
 
 if TYPE_CHECKING:
     from tests.unit.lake.conftest import SeededLake
@@ -122,7 +122,7 @@ def test_a_tenant_filter_prunes_other_tenants_files(
 
 
 def test_whylake_connect_loads_the_same_extensions(metadata: str) -> None:
-    from lake.duck import connect
+    from whylake.lake.duck import connect
 
     with connect() as whylake_con:
         assert whylake_con.execute(
@@ -133,8 +133,8 @@ def test_whylake_connect_loads_the_same_extensions(metadata: str) -> None:
 def test_a_mismatched_duckdb_names_the_versions_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lake.duck import extension_path
-    from schemas.errors import DuckDBExtensionError
+    from whylake.lake.duck import extension_path
+    from whylake.schemas.errors import DuckDBExtensionError
 
     monkeypatch.setattr(duckdb, "__version__", "9.9.9")
     with pytest.raises(DuckDBExtensionError, match=r"duckdb 9\.9\.9.*duckdb==1\.5\.5"):

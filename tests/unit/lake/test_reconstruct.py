@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lake.catalog import EXPLANATIONS
-from lake.reconstruct import (
+from whylake.lake.catalog import EXPLANATIONS
+from whylake.lake.reconstruct import (
     Reconstruction,
     committed_time,
     parse_as_of,
     reconstruct,
     to_json,
 )
-from schemas.errors import RecordNotFoundError, SnapshotNotFoundError
+from whylake.schemas.errors import RecordNotFoundError, SnapshotNotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

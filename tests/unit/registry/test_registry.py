@@ -6,24 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from registry.store import ModelRegistry, sha256_file
-from schemas.errors import ModelNotFoundError, RegistryIntegrityError
-from schemas.model_card import FeatureSpec, ModelCard
+from tests.unit.cards import two_feature_card
+from whylake.registry.store import ModelRegistry, sha256_file
+from whylake.schemas.errors import ModelNotFoundError, RegistryIntegrityError
+from whylake.schemas.model_card import ModelCard
 
 
 def _card() -> ModelCard:
-    return ModelCard(
-        tenant_id="acme",
-        model_id="lin",
-        model_version="1",
-        kind="linear",
-        task="regression",
-        features=(FeatureSpec("a"), FeatureSpec("b")),
-        baseline=(0.0, 0.0),
-        baseline_kind="zeros",
-        output_name="y",
-        output_description="a linear score",
-    )
+    return two_feature_card(model_id="lin", output_description="a linear score")
 
 
 def _module(w: tuple[float, float]) -> torch.jit.ScriptModule:

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.inference import INFERENCE_ARROW_SCHEMA
-from transforms.sampling import SamplingPolicies, parse_policies, uniform_from_hash
+from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
+from whylake.transforms.sampling import SamplingPolicies, parse_policies, uniform_from_hash
 
 DAY0 = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
 

@@ -6,7 +6,7 @@ from hashlib import blake2b
 
 import numpy as np
 
-from transforms.sampling import uniform_from_hash, uniforms_from_hash
+from whylake.transforms.sampling import uniform_from_hash, uniforms_from_hash
 
 
 def test_hash_matches_the_documented_formula_and_a_pinned_value() -> None:

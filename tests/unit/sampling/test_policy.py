@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transforms.sampling import (
+from whylake.transforms.sampling import (
     AlwaysExplainRules,
     SamplingPolicies,
     TenantPolicy,

@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pytest
 
-from transforms.sample import ArrowRows
-from transforms.sampling import (
+from whylake.transforms.sample import ArrowRows
+from whylake.transforms.sampling import (
     AlwaysExplained,
     Candidates,
     ListRows,

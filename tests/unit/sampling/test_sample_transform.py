@@ -18,8 +18,8 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import FixedWindows, IntervalWindow, TimestampedValue
 
-from schemas.inference import INFERENCE_ARROW_SCHEMA
-from transforms.sample import (
+from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
+from whylake.transforms.sample import (
     COUNT_COLUMNS,
     SAMPLING_COLUMNS,
     ArrowRows,
@@ -28,7 +28,7 @@ from transforms.sample import (
     SampleConfig,
     _PreselectFn,
 )
-from transforms.sampling import SamplingPolicies
+from whylake.transforms.sampling import SamplingPolicies
 
 DAY0 = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
 TENANTS = ("acme", "globex", "hooli", "initech")

@@ -9,16 +9,17 @@ import pyarrow as pa
 import pytest
 from pyiceberg.types import StringType, TimestamptzType
 
-from schemas.arrow import strict_table
-from schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA, DEAD_LETTER_SCHEMA, DeadLetter
-from schemas.explanation import (
+from tests.unit.cards import two_feature_card
+from whylake.schemas.arrow import strict_table
+from whylake.schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA, DEAD_LETTER_SCHEMA, DeadLetter
+from whylake.schemas.explanation import (
     EXPLANATION_ARROW_SCHEMA,
     EXPLANATION_PARTITION_SPEC,
     EXPLANATION_SCHEMA,
 )
-from schemas.inference import INFERENCE_ARROW_SCHEMA, INFERENCE_SCHEMA
-from schemas.model_card import FeatureSpec, ModelCard
-from schemas.run_manifest import RUN_ARROW_SCHEMA, RUN_SCHEMA
+from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA, INFERENCE_SCHEMA
+from whylake.schemas.model_card import FeatureSpec, ModelCard
+from whylake.schemas.run_manifest import RUN_ARROW_SCHEMA, RUN_SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -81,18 +82,12 @@ def test_a_record_missing_a_required_field_is_refused() -> None:
 def _card(**kw) -> ModelCard:
     args = dict(
         tenant_id="t",
-        model_id="m",
-        model_version="1",
         kind="mlp",
         task="classification",
-        features=(FeatureSpec("a"), FeatureSpec("b")),
-        baseline=(0.0, 0.0),
-        baseline_kind="zeros",
         output_name="p",
         output_description="probability",
     )
-    args.update(kw)
-    return ModelCard(**args)
+    return two_feature_card(**{**args, **kw})
 
 
 def test_model_card_round_trips_through_json() -> None:

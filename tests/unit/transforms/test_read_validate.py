@@ -13,12 +13,12 @@ import pytest
 import torch
 from apache_beam.testing.util import assert_that, equal_to
 
-from registry.store import ModelRegistry
-from schemas.errors import InputNotFoundError, InvalidRecordError
-from schemas.inference import INFERENCE_ARROW_SCHEMA
-from schemas.model_card import FeatureSpec, ModelCard
-from transforms.read import ReadConfig, ReadInferenceRecords, coerce_json_row
-from transforms.validate import ValidateConfig, ValidateRecords
+from tests.unit.cards import two_feature_card
+from whylake.registry.store import ModelRegistry
+from whylake.schemas.errors import InputNotFoundError, InvalidRecordError
+from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
+from whylake.transforms.read import ReadConfig, ReadInferenceRecords, coerce_json_row
+from whylake.transforms.validate import ValidateConfig, ValidateRecords
 
 GOOD = {
     "tenant_id": "acme",
@@ -41,18 +41,7 @@ def _line(**changes: object) -> str:
 
 def _registry(tmp_path) -> ModelRegistry:
     reg = ModelRegistry(tmp_path / "models")
-    card = ModelCard(
-        tenant_id="acme",
-        model_id="m",
-        model_version="1",
-        kind="linear",
-        task="regression",
-        features=(FeatureSpec("a"), FeatureSpec("b")),
-        baseline=(0.0, 0.0),
-        baseline_kind="zeros",
-        output_name="y",
-        output_description="y",
-    )
+    card = two_feature_card()
     reg.register(card, torch.jit.script(torch.nn.Linear(2, 1)), np.zeros((2, 2)), np.zeros(2))
     return reg
 

@@ -7,8 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lake.reconstruct import Reconstruction, reconstruct
-from lake.report import render_html, write_html_report
+from whylake.lake.reconstruct import Reconstruction, reconstruct
+from whylake.views.report import render_html, write_html_report
 
 if TYPE_CHECKING:
     from collections.abc import Callable

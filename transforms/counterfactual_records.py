@@ -8,18 +8,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.store import LoadedModel
-from transforms.explainers.counterfactuals import (
+from whylake.registry.store import LoadedModel
+from whylake.transforms.explainers.config import ExplainConfig
+from whylake.transforms.explainers.counterfactuals import (
     CounterfactualConfig,
     generate_counterfactuals,
     spec_from_training,
 )
+from whylake.transforms.explainers.model_calls import predict_numpy
 
 Row = dict[str, Any]
 
 
 def counterfactuals_for_rows(
-    model: LoadedModel, x: np.ndarray, wanted: list[int], config: Any, device: torch.device
+    model: LoadedModel,
+    x: np.ndarray,
+    wanted: list[int],
+    config: ExplainConfig,
+    device: torch.device,
 ) -> dict[int, tuple[str, list[Row] | None]]:
     """Row index -> (status, counterfactual rows) for the wanted rows of x."""
     card = model.card
@@ -53,17 +59,24 @@ def counterfactuals_for_rows(
         seed=config.seed,
     )
     results = generate_counterfactuals(
-        searched, x[wanted], spec, cf_config,
-        reference_rows=model.reference_rows, reference_scores=ref_scores, device=device,
+        searched,
+        x[wanted],
+        spec,
+        cf_config,
+        reference_rows=model.reference_rows,
+        reference_scores=ref_scores,
+        device=device,
     )
     out: dict[int, tuple[str, list[Row] | None]] = {}
     for i, result in zip(wanted, results, strict=True):
         rows = [
             {
                 "rank": rank,
-                "changes": [{"feature": f, "from_value": float(a), "to_value": float(b)}
-                            for f, a, b in cf.changes],
-                "score": _raw_score(model, cf.values, cf.score),
+                "changes": [
+                    {"feature": f, "from_value": float(a), "to_value": float(b)}
+                    for f, a, b in cf.changes
+                ],
+                "score": _raw_score(model, cf.values, cf.score, device),
                 "valid": bool(cf.valid),
                 "proximity": float(cf.proximity),
                 "sparsity": int(cf.sparsity),
@@ -86,13 +99,17 @@ class _ThresholdProbability(torch.nn.Module):
         return torch.sigmoid((self.module(x).reshape(-1) - self.threshold) / self.scale)
 
 
-def _raw_score(model: LoadedModel, values: np.ndarray, searched_score: float) -> float:
-    """The model's own output on a counterfactual (the searched score is only a proxy)."""
+def _raw_score(
+    model: LoadedModel, values: np.ndarray, searched_score: float, device: torch.device
+) -> float:
+    """The model's own output on a counterfactual (the searched score is only a proxy).
+
+    Through `predict_numpy`, which places the input on the model's device: a CPU tensor fed
+    to a model on `cuda` would fail every regression tenant's counterfactuals on a GPU.
+    """
     if model.card.task != "regression":
         return float(searched_score)
-    with torch.no_grad():
-        out = model.module(torch.tensor(values[None, :], dtype=torch.float32))
-    return float(out.reshape(-1)[0])
+    return float(predict_numpy(model.module, values[None, :], device)[0])
 
 
 def _onehot_groups(card: Any) -> tuple[tuple[str, ...], ...]:

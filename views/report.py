@@ -16,7 +16,7 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lake.reconstruct import Reconstruction
+from whylake.lake.reconstruct import Reconstruction
 
 TOP_ATTRIBUTIONS = 12
 _RAISES, _LOWERS, _OTHERS = "#d9480f", "#1c7ed6", "#adb5bd"

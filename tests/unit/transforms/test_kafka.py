@@ -13,24 +13,24 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from transforms.read_kafka import (
+from whylake.transforms.kafka import (
     KafkaReadConfig,
     KafkaRecord,
     OffsetLedger,
     ParseConfig,
     ParseKafkaRecords,
-    _CheckpointOnlyTracker,
-    _finished_from_metadata,
-    _merge,
     advance_frontier,
 )
+from whylake.transforms.kafka.ledger import merge_ranges
+from whylake.transforms.kafka.positions import _finished_from_metadata
+from whylake.transforms.kafka.source import _CheckpointOnlyTracker
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
 def test_ranges_merge_when_they_touch_or_overlap() -> None:
-    assert _merge([(5, 9), (0, 4), (20, 20), (8, 12)]) == [(0, 12), (20, 20)]
-    assert _merge([]) == []
+    assert merge_ranges([(5, 9), (0, 4), (20, 20), (8, 12)]) == [(0, 12), (20, 20)]
+    assert merge_ranges([]) == []
 
 
 def test_frontier_moves_only_over_a_contiguous_finished_prefix() -> None:

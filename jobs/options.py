@@ -1,0 +1,134 @@
+"""Command-line options and the environment, turned once into the configs a run travels with.
+
+This is the only module that reads the environment: everything below whylake.jobs gets its
+settings from the frozen configs built here, on the machine that launches the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyiceberg.utils.config import Config
+
+from whylake.lake.catalog import CATALOG_NAME, CatalogConfig
+from whylake.lake.opensearch import OpenSearchConfig
+from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
+from whylake.schemas.secrets import Secret
+
+ENV_HOME = "WHYLAKE_HOME"
+ENV_HASH_KEY = "WHYLAKE_HASH_KEY"
+ENV_OPENSEARCH_URL = "WHYLAKE_OPENSEARCH_URL"
+ENV_PRISM = "WHYLAKE_PRISM_LOCATION"
+PRISM_VERSION = "v2.77.0"  # the Beam release pinned in pyproject.toml
+
+# Public on purpose: the demo is reproducible anywhere. Hashes under it are reversible by
+# anyone who hashes candidate user ids, so only `whylake demo` (or a flag that says so in its
+# name) may use it.
+DEMO_HASH_KEY = "whylake-demo-key-change-me"
+_SECRET_SETTING = ("password", "secret", "token", "key")
+
+
+def home_dir(home: Path | None) -> Path:
+    """The embedded default's folder: --home, else WHYLAKE_HOME, else ./.whylake."""
+    return (home or Path(os.environ.get(ENV_HOME) or ".whylake")).resolve()
+
+
+def catalog_config(home: Path | None) -> CatalogConfig:
+    """The catalog named `whylake` in pyiceberg's own configuration, else the embedded default.
+
+    pyiceberg's configuration is `~/.pyiceberg.yaml` or `PYICEBERG_CATALOG__WHYLAKE__*`
+    variables (REST, Glue, a PostgreSQL SQL catalog, credentials); it is read here, once.
+    """
+    configured = Config().get_catalog_config(CATALOG_NAME)
+    if configured:
+        return CatalogConfig.of(CATALOG_NAME, {k: str(v) for k, v in configured.items()})
+    return CatalogConfig.embedded(home_dir(home))
+
+
+def registry_root(registry: Path | None, home: Path | None) -> str:
+    """--registry, else <home>/models."""
+    return str((registry or home_dir(home) / "models").resolve())
+
+
+def hash_key(key_file: Path | None = None, *, insecure_demo_key: bool = False) -> Secret:
+    """The user-id hash key: --hash-key-file, else WHYLAKE_HASH_KEY; refused when neither is set.
+
+    Raises:
+        SecretNotConfiguredError: no key is configured (and the demo key was not asked for).
+    """
+    if insecure_demo_key:
+        return Secret(DEMO_HASH_KEY, "the public demo key (--insecure-demo-hash-key)")
+    if key_file is not None:
+        try:
+            value = key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretNotConfiguredError(
+                f"cannot read --hash-key-file {key_file}: {exc}"
+            ) from exc
+        if not value:
+            raise SecretNotConfiguredError(f"--hash-key-file {key_file} is empty")
+        return Secret(value, f"file:{key_file}")
+    value = os.environ.get(ENV_HASH_KEY, "").strip()
+    if not value:
+        raise SecretNotConfiguredError(
+            f"no user-id hash key: set {ENV_HASH_KEY} (or --hash-key-file) to a secret of your "
+            "own, e.g. `export WHYLAKE_HASH_KEY=$(openssl rand -hex 32)`; user ids are stored only "
+            "as HMAC-SHA256 under it, so keep it as long as the audit trail. "
+            "For a throwaway trial only: --insecure-demo-hash-key"
+        )
+    if value == DEMO_HASH_KEY:
+        raise SecretNotConfiguredError(
+            f"{ENV_HASH_KEY} holds the public demo key; set a secret of your own "
+            "(or pass --insecure-demo-hash-key to say you mean it)"
+        )
+    return Secret(value, f"env:{ENV_HASH_KEY}")
+
+
+def opensearch_config(url: str | None) -> OpenSearchConfig | None:
+    """The hot replica from --opensearch-url / WHYLAKE_OPENSEARCH_URL and WHYLAKE_OPENSEARCH_*."""
+    url = url or os.environ.get(ENV_OPENSEARCH_URL)
+    if not url:
+        return None
+    password = os.environ.get("WHYLAKE_OPENSEARCH_PASSWORD")
+    return OpenSearchConfig(
+        url=url,
+        username=os.environ.get("WHYLAKE_OPENSEARCH_USERNAME"),
+        password=Secret(password, "env:WHYLAKE_OPENSEARCH_PASSWORD") if password else None,
+        ca_certs=os.environ.get("WHYLAKE_OPENSEARCH_CA_CERTS"),
+        verify_certs=os.environ.get("WHYLAKE_OPENSEARCH_VERIFY_CERTS", "true") != "false",
+    )
+
+
+def prism_location(option: str | None) -> str:
+    """A local Prism binary: --prism-location, WHYLAKE_PRISM_LOCATION, or what `make up` built.
+
+    Raises:
+        ConfigError: none of them names an existing file.
+    """
+    for given, what in ((option, "--prism-location"), (os.environ.get(ENV_PRISM), ENV_PRISM)):
+        if given:
+            if not Path(given).is_file():
+                raise ConfigError(f"{what} {given!r} is not a file")
+            return str(Path(given).resolve())
+    built = Path(".infra/cache/prism") / PRISM_VERSION / "bin/prism"
+    if built.is_file():
+        return str(built.resolve())
+    raise ConfigError(
+        "no Prism binary: give --prism-location or WHYLAKE_PRISM_LOCATION, or run `make up` "
+        f"in a checkout (it builds {built} from the Go module proxy)"
+    )
+
+
+def key_values(pairs: Sequence[str]) -> tuple[tuple[str, str | Secret], ...]:
+    """`key=value` settings (e.g. librdkafka's); credential-like values become Secrets."""
+    out: list[tuple[str, str | Secret]] = []
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(f"{text!r} is not key=value")
+        secret = any(word in key.lower() for word in _SECRET_SETTING)
+        out.append((key, Secret(value, f"setting {key}") if secret else value))
+    return tuple(out)

@@ -1,0 +1,18 @@
+"""Install the repository's root folders as one import package, `whylake` (metadata: pyproject).
+
+The layout fixes folders such as `schemas/` and `transforms/` at the repository root; installed,
+each becomes `whylake.<folder>`, so site-packages holds exactly one top-level package. setuptools'
+package-dir mapping does this for wheels and for editable installs alike.
+"""
+
+from setuptools import find_packages, setup
+
+# Every root folder that installs, as whylake.<folder>. A new one must be added here.
+ROOTS = ("schemas", "registry", "lake", "transforms", "pipelines", "views", "jobs")
+
+PACKAGES = find_packages(include=[*ROOTS, *(f"{root}.*" for root in ROOTS)])
+
+setup(
+    package_dir={"whylake": "whylake", **{f"whylake.{root}": root for root in ROOTS}},
+    packages=["whylake", *(f"whylake.{package}" for package in PACKAGES)],
+)

@@ -1,0 +1,82 @@
+"""Where the Kafka reader reads from: topic, brokers, group and poll settings; one message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from whylake.schemas.errors import ConfigError, InvalidRecordError
+from whylake.schemas.secrets import Secret
+
+
+@dataclass(frozen=True)
+class KafkaReadConfig:
+    """Which topic, how to reach it, and how the reader polls and estimates its watermark."""
+
+    topic: str
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "whylake-stream"
+    max_records_per_poll: int = 5000
+    poll_timeout_s: float = 0.2
+    max_out_of_orderness_s: float = 1.0  # the watermark trails the newest timestamp by this
+    # Extra librdkafka settings (TLS, SASL); credential-like values are Secrets.
+    consumer_config: tuple[tuple[str, str | Secret], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            raise ConfigError("topic must not be empty")
+        if not self.bootstrap_servers:
+            raise ConfigError("bootstrap_servers must not be empty, e.g. 127.0.0.1:9092")
+        if self.max_records_per_poll <= 0 or self.poll_timeout_s <= 0:
+            raise ConfigError("max_records_per_poll and poll_timeout_s must be positive")
+        if self.max_out_of_orderness_s < 0:
+            raise ConfigError("max_out_of_orderness_s must not be negative")
+
+    def librdkafka_settings(self) -> dict[str, str]:
+        """The extra settings as librdkafka takes them (secrets revealed, for the client only)."""
+        return {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.consumer_config}
+
+    def consumer(self, **overrides: Any) -> Any:
+        """A consumer of this group that never subscribes (partitions are assigned by Beam)."""
+        from confluent_kafka import Consumer
+
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,  # offsets are committed after Iceberg, never before
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "socket.connection.setup.timeout.ms": 5000,
+            **self.librdkafka_settings(),
+            **overrides,
+        }
+        return Consumer(settings)
+
+    def partitions(self, timeout_s: float = 10.0) -> list[int]:
+        """The topic's partitions, asking the broker; raises if it cannot be reached."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap_servers, **self.librdkafka_settings()}
+        )
+        meta = admin.list_topics(topic=self.topic, timeout=timeout_s)
+        topic = meta.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise InvalidRecordError(
+                f"Kafka topic {self.topic!r} on {self.bootstrap_servers} does not exist "
+                f"({topic.error if topic else 'unknown topic'}); create it first"
+            )
+        return sorted(topic.partitions)
+
+
+class KafkaRecord(NamedTuple):
+    """One Kafka message; it covers offsets [claimed_from, offset] of its partition."""
+
+    topic: str
+    partition: int
+    offset: int
+    claimed_from: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None

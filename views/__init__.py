@@ -1,0 +1,1 @@
+"""What a person reads: tiered views, the letter, HTML reports and charts."""
