@@ -40,7 +40,7 @@ FLINK_HEAP="${WHYLAKE_FLINK_HEAP:--Xms256m -Xmx1g}"
 UP_TIMEOUT="${WHYLAKE_UP_TIMEOUT:-180}"     # seconds per service to become healthy
 DOWN_TIMEOUT="${WHYLAKE_DOWN_TIMEOUT:-60}"  # seconds to exit after SIGTERM, then SIGKILL
 
-ALL_SERVICES=(opensearch kafka flink prism)
+ALL_SERVICES=(opensearch kafka flink prism chromium)
 DEFAULT_UP=(opensearch kafka)
 
 # ---------------------------------------------------------------- helpers

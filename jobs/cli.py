@@ -1,4 +1,9 @@
-"""The whylake command line: each command parses its options, builds configs, calls one job."""
+"""The whylake command line: each command parses its options, builds configs, calls one job.
+
+A group of commands (`whylake models ...`, `whylake replica ...`) lives in a module of its
+own, `jobs/<group>_commands.py` with a `typer.Typer` named `app`, added below with one
+`app.add_typer(...)` line; settings always go through `whylake.jobs.options`.
+"""
 
 from __future__ import annotations
 

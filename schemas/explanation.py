@@ -50,6 +50,11 @@ COUNTERFACTUAL_TYPE = StructType(
 # Field ids are fixed forever (Iceberg resolves by id). Grouped in ranges per section so a
 # later column can be added in its section without renumbering: 1-29 identity/provenance,
 # 30-39 explainer, 40-49 attributions, 50-59 quality, 60-79 counterfactuals, 80-89 sampling.
+# Reserved for columns added later (each appended at the end, optional, by schema evolution):
+# 90-119 model kinds and their explainers (token attributions, model / explainer kind),
+# 120-149 what the producer sent and the explanation policy (trust tier, confidence, label,
+# risk, the producer's input hash, policy hash, template version, explainer agreement),
+# 150-169 quality added later (convergence), 170-199 monitoring and operations.
 EXPLANATION_SCHEMA = Schema(
     NestedField(
         1,

@@ -16,13 +16,39 @@ from whylake.schemas.secrets import Secret
 # digits, '-' and '_', starting with a letter or digit, so no wildcard, comma, dot or path
 # separator can widen a pattern built from it.
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Model ids and versions name registry folders: no separator, no leading dot (so never `.`
+# or `..`), bounded length.
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MODEL_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# Request ids are the producer's own: any printable text up to 256 characters.
+REQUEST_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+
+def _check(kind: str, grammar: re.Pattern[str], value: object) -> str:
+    if not isinstance(value, str) or not grammar.fullmatch(value):
+        shown = value if not isinstance(value, str) or len(value) <= 80 else value[:77] + "..."
+        raise InvalidIdError(f"{kind} {shown!r} must match {grammar.pattern}")
+    return value
 
 
 def check_tenant(tenant_id: object) -> str:
-    """The tenant id, or ValueError saying what the grammar is."""
-    if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id):
-        raise InvalidIdError(f"tenant id {tenant_id!r} must match {TENANT_ID.pattern}")
-    return tenant_id
+    """The tenant id, or InvalidIdError saying what the grammar is."""
+    return _check("tenant id", TENANT_ID, tenant_id)
+
+
+def check_model_id(model_id: object) -> str:
+    """A model id safe as one folder name."""
+    return _check("model id", MODEL_ID, model_id)
+
+
+def check_model_version(version: object) -> str:
+    """A model version safe as one folder name."""
+    return _check("model version", MODEL_VERSION, version)
+
+
+def check_request_id(request_id: object) -> str:
+    """A request id: printable, 1 to 256 characters."""
+    return _check("request id", REQUEST_ID, request_id)
 
 
 def hash_user_id(tenant_id: str, user_id: str | None, key: Secret) -> str | None:
