@@ -27,9 +27,7 @@ def test_tenant_ids_that_cannot_widen_a_pattern_or_leave_a_folder(bad: object) -
         check_tenant(bad)
 
 
-@pytest.mark.parametrize(
-    "bad", ["..", ".", "../globex/progression", "a/b", "a\\b", "", "m" * 129]
-)
+@pytest.mark.parametrize("bad", ["..", ".", "../globex/progression", "a/b", "a\\b", "", "m" * 129])
 def test_model_ids_are_one_folder_name(bad: str) -> None:
     with pytest.raises(InvalidIdError):
         check_model_id(bad)
@@ -42,7 +40,5 @@ def test_request_ids_are_printable_and_bounded() -> None:
     for bad in ("", "a\nb", "a\x00", "r" * 257):
         with pytest.raises(InvalidIdError):
             check_request_id(bad)
-    with pytest.raises(
-        InvalidIdError, match=r"\.\.\.'"
-    ):  # a huge id is shortened in the message
+    with pytest.raises(InvalidIdError, match=r"\.\.\.'"):  # a huge id is shortened in the message
         check_request_id("x" * 5000)
