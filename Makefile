@@ -58,8 +58,8 @@ bench-stream: up ## Kafka -> Prism -> Iceberg/OpenSearch events/s and latency ->
 bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/results/replica.json
 	$(PY) -m bench.replica
 
-up: setup ## Fetch pinned servers + build Prism (.infra/cache); start OpenSearch + Kafka
-	$(INFRA) fetch opensearch kafka flink prism
+up: setup ## Fetch pinned servers, build Prism, install Chromium; start OpenSearch + Kafka
+	$(INFRA) fetch opensearch kafka flink prism chromium
 	$(INFRA) up opensearch kafka
 
 up-all: up ## Also start a long-running Flink job server
