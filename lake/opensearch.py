@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from whylake.schemas.errors import ConfigError
+from whylake.schemas.explanation import EXPLANATION_SCHEMA_VERSION
 from whylake.schemas.ids import check_tenant
 from whylake.schemas.opensearch import explanation_mapping
 from whylake.schemas.secrets import Secret
@@ -139,10 +140,19 @@ def index_records(
 
 
 def ensure_index(client: Any, index: str) -> None:
-    """Create the index with the schema-derived mapping unless it exists."""
+    """Create the index with the schema-derived mapping, or bring an older one's mapping up.
+
+    The mapping is `dynamic: strict`, so an index made under an older schema version would
+    refuse documents with the columns added since: its mapping gets the new fields (adding
+    fields is the one mapping change OpenSearch allows in place; old documents keep theirs).
+    """
     from opensearchpy.exceptions import RequestError
 
     if client.indices.exists(index=index):
+        current = client.indices.get_mapping(index=index)[index]["mappings"]
+        version = current.get("_meta", {}).get("whylake_schema_version", 0)
+        if version < EXPLANATION_SCHEMA_VERSION:
+            client.indices.put_mapping(index=index, body=explanation_mapping())
         return
     try:
         client.indices.create(

@@ -1,16 +1,27 @@
-"""Embedded model registry: <root>/<tenant>/<model_id>/<version>/{model.pt, card.json, ...}."""
+"""Embedded model registry: <root>/<tenant>/<model_id>/<version>/{artifact, card.json, ...}.
+
+Versions are immutable: a version folder is written once, under a temporary name, and renamed
+into place; registering the same source again is a no-op and other bytes under an existing
+version are refused. The artifact's sha256 (a folder's: over its files' names and sha256s) is
+in the card and in every explanation, and is checked on every load.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
+from whylake.registry.kinds import kind_for
 from whylake.schemas.errors import ModelNotFoundError, RegistryIntegrityError
+from whylake.schemas.ids import check_model_id, check_model_version, check_tenant
 from whylake.schemas.model_card import ModelCard
 
 
@@ -23,14 +34,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_path(path: Path) -> str:
+    """sha256 of a file; of a folder, of its sorted "relative path NUL file sha256" lines.
+
+    A folder's digest changes when any file is added, removed, renamed or edited, and does not
+    depend on file times or the order the file system lists them in.
+    """
+    if path.is_file():
+        return sha256_file(path)
+    lines = [
+        f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n"
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model version ready to explain: card, TorchScript module and reference rows."""
+    """A model version ready to explain: card, the loaded model and reference rows."""
 
     card: ModelCard
-    module: torch.jit.ScriptModule
+    model: Any  # what the kind loads: a torch module, a Booster, an estimator, a TextModel
     reference_rows: np.ndarray  # (m, d) training rows: SHAP background, CF plausibility, MAD scale
-    reference_scores: np.ndarray  # (m,) model scores on them
+    reference_scores: np.ndarray  # (m,) model scores on them (the logged score's units)
+    reference_texts: tuple[str, ...] = ()  # text models: training texts
+
+    @property
+    def module(self) -> Any:
+        """The loaded model (the name from when every model was a TorchScript module)."""
+        return self.model
 
 
 class ModelRegistry:
@@ -40,36 +73,85 @@ class ModelRegistry:
         self.root = Path(root)
 
     def _dir(self, tenant_id: str, model_id: str, version: str) -> Path:
-        return self.root / tenant_id / model_id / version
+        # Ids are checked against their grammar (no separator, no leading dot), and the path
+        # is checked to stay inside the tenant's folder: a record can never name a model of
+        # another tenant, or a file outside the registry.
+        base = (self.root / check_tenant(tenant_id)).resolve()
+        target = (base / check_model_id(model_id) / check_model_version(version)).resolve()
+        if not target.is_relative_to(base):
+            raise ModelNotFoundError(f"{model_id}/{version} lies outside tenant {tenant_id}")
+        return target
 
     def register(
         self,
         card: ModelCard,
-        module: torch.jit.ScriptModule,
+        module: Any,
         reference_rows: np.ndarray,
         reference_scores: np.ndarray,
     ) -> ModelCard:
-        """Write a version; re-registering identical bytes is a no-op, different bytes an error."""
+        """Register a torch module as TorchScript (the demo's and the tests' shortcut)."""
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.jit.save(module, str(path))
+            return self.register_artifact(
+                replace(card, kind="torch", artifact_format="torchscript"),
+                path,
+                reference_rows,
+                reference_scores,
+            )
+
+    def register_artifact(
+        self,
+        card: ModelCard,
+        source: Path,
+        reference_rows: np.ndarray,
+        reference_scores: np.ndarray,
+        reference_texts: tuple[str, ...] = (),
+        source_sha256: str | None = None,
+    ) -> ModelCard:
+        """Store `source` in its kind's format under the card's version; return the final card.
+
+        Re-registering the same source (same sha256) returns the card already there; any other
+        source under an existing version raises RegistryIntegrityError.
+        """
         target = self._dir(card.tenant_id, card.model_id, card.model_version)
-        target.mkdir(parents=True, exist_ok=True)
-        tmp = target / (card.artifact + ".tmp")
-        torch.jit.save(module, str(tmp))
-        sha = sha256_file(tmp)
-        artifact = target / card.artifact
-        if artifact.exists() and sha256_file(artifact) != sha:
-            tmp.unlink()
+        kind = kind_for(card.kind)
+        source_sha = source_sha256 or sha256_path(source)
+        if (target / "card.json").exists():
+            existing = ModelCard.from_json((target / "card.json").read_text())
+            if source_sha in (existing.source_sha256, existing.artifact_sha256):
+                return existing
             raise RegistryIntegrityError(
                 f"{card.tenant_id}/{card.model_id}/{card.model_version} already holds a different "
                 "artifact; register the new model under a new version"
             )
-        os.replace(tmp, artifact)
-        card = replace(card, artifact_sha256=sha)
-        (target / "card.json").write_text(card.to_json() + "\n")
-        np.savez(
-            target / "reference.npz",
-            rows=np.asarray(reference_rows, dtype=np.float64),
-            scores=np.asarray(reference_scores, dtype=np.float64),
-        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{card.model_version}.{uuid.uuid4().hex}.tmp"
+        staging.mkdir()
+        try:
+            artifact = kind.store(source, card.artifact_format, staging)
+            sha = sha256_path(staging / artifact)
+            card = replace(card, artifact=artifact, artifact_sha256=sha, source_sha256=source_sha)
+            (staging / "card.json").write_text(card.to_json() + "\n")
+            np.savez(
+                staging / "reference.npz",
+                rows=np.asarray(reference_rows, dtype=np.float64),
+                scores=np.asarray(reference_scores, dtype=np.float64),
+                texts=np.asarray(list(reference_texts), dtype=np.str_),
+            )
+            try:
+                os.rename(staging, target)  # atomic: the version appears whole or not at all
+            except OSError:
+                if (target / "card.json").exists():  # another registrant won the race
+                    return self.register_artifact(
+                        card, source, reference_rows, reference_scores, reference_texts, source_sha
+                    )
+                raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
         return card
 
     def versions(self) -> list[tuple[str, str, str]]:
@@ -84,22 +166,27 @@ class ModelRegistry:
         if not card_path.exists():
             raise ModelNotFoundError(
                 f"no model {tenant_id}/{model_id}/{version} in registry {self.root}; "
-                "register it first (make demo registers the demo models)"
+                "register it first (whylake models register, or make demo)"
             )
-        return ModelCard.from_json(card_path.read_text())
+        card = ModelCard.from_json(card_path.read_text())
+        if card.tenant_id != tenant_id:
+            raise ModelNotFoundError(
+                f"the card in {tenant_id}/{model_id}/{version} belongs to tenant {card.tenant_id}"
+            )
+        return card
 
     def load(self, tenant_id: str, model_id: str, version: str) -> LoadedModel:
         """Load a version and check the artifact still has the sha256 its card recorded."""
         target = self._dir(tenant_id, model_id, version)
         card = self.card(tenant_id, model_id, version)
         artifact = target / card.artifact
-        sha = sha256_file(artifact)
+        sha = sha256_path(artifact)
         if sha != card.artifact_sha256:
             raise RegistryIntegrityError(
                 f"{artifact} has sha256 {sha} but its card records {card.artifact_sha256}"
             )
-        module = torch.jit.load(str(artifact), map_location="cpu")
-        module.eval()
+        model = kind_for(card.kind).load(artifact, card.artifact_format)
         with np.load(target / "reference.npz", allow_pickle=False) as ref:
             rows, scores = ref["rows"], ref["scores"]
-        return LoadedModel(card=card, module=module, reference_rows=rows, reference_scores=scores)
+            texts = tuple(str(t) for t in ref["texts"]) if "texts" in ref.files else ()
+        return LoadedModel(card, model, rows, scores, texts)

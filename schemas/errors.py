@@ -57,3 +57,11 @@ class InvalidIdError(WhylakeError, ValueError):
 
 class SecretNotConfiguredError(ConfigError):
     """A secret the run needs (e.g. the user-id hash key) is not configured."""
+
+
+class UnsupportedArtifactError(WhylakeError, ValueError):
+    """A model artifact is not in a format its kind can load, or holds what it must not."""
+
+
+class MlflowSourceError(WhylakeError):
+    """A model could not be fetched from the MLflow tracking server or its registry."""

@@ -18,7 +18,9 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-EXPLANATION_SCHEMA_VERSION = 1
+# 2: model kinds (columns 90-119: model / explainer kind, the output explained, token
+# attributions, the estimator's standard error). Rows of version 1 read them as null.
+EXPLANATION_SCHEMA_VERSION = 2
 
 ATTRIBUTION_TYPE = StructType(
     NestedField(41, "feature", StringType(), required=True),
@@ -45,6 +47,16 @@ COUNTERFACTUAL_TYPE = StructType(
     NestedField(
         72, "plausibility", DoubleType(), required=True, doc="Distance to nearest target-class row"
     ),
+)
+
+TOKEN_ATTRIBUTION_TYPE = StructType(
+    NestedField(
+        94, "token", StringType(), required=True, doc="The token as the tokenizer wrote it"
+    ),
+    NestedField(95, "value", DoubleType(), required=True, doc="Attribution in output units"),
+    NestedField(96, "start", IntegerType(), required=True, doc="First character in the text"),
+    NestedField(97, "end", IntegerType(), required=True, doc="One past its last character"),
+    NestedField(98, "token_id", LongType(), required=True),
 )
 
 # Field ids are fixed forever (Iceberg resolves by id). Grouped in ranges per section so a
@@ -130,8 +142,8 @@ EXPLANATION_SCHEMA = Schema(
         52,
         "stability",
         DoubleType(),
-        required=True,
-        doc="1 = top-k ranking unchanged across baselines",
+        required=False,  # required in schema version 1; IG rows only since version 2
+        doc="1 = top-k ranking unchanged across IG baselines (IG rows only)",
     ),
     NestedField(53, "score_drift", DoubleType(), required=True, doc="|prediction - logged_score|"),
     NestedField(
@@ -152,6 +164,53 @@ EXPLANATION_SCHEMA = Schema(
     NestedField(82, "inclusion_probability", DoubleType(), required=True),
     NestedField(83, "ht_weight", DoubleType(), required=True, doc="1 / inclusion_probability"),
     NestedField(84, "stratum_size", LongType(), required=True),
+    # 90-119: model kinds and their explainers (schema version 2), all optional.
+    NestedField(
+        90, "model_kind", StringType(), required=False, doc="torch, sklearn, xgboost, lightgbm, ..."
+    ),
+    NestedField(
+        91,
+        "explainer_kind",
+        StringType(),
+        required=False,
+        doc="integrated_gradients, tree_shap, permutation_shapley, token_integrated_gradients",
+    ),
+    NestedField(
+        92,
+        "explained_output",
+        StringType(),
+        required=False,
+        doc="What the attributions sum to: score, probability, log_odds or logit",
+    ),
+    NestedField(
+        93,
+        "token_attributions",
+        ListType(99, TOKEN_ATTRIBUTION_TYPE, element_required=True),
+        required=False,
+        doc="Text models: one attribution per token, with its character offsets",
+    ),
+    NestedField(100, "input_text", StringType(), required=False, doc="The explained text"),
+    NestedField(
+        101,
+        "attribution_std_error",
+        DoubleType(),
+        required=False,
+        doc="Sampling estimators: largest standard error of an attribution",
+    ),
+    NestedField(
+        102,
+        "model_source",
+        StringType(),
+        required=False,
+        doc="Where the model was registered from, e.g. mlflow:models:/credit-gbm/3",
+    ),
+    NestedField(
+        103,
+        "counterfactual_method",
+        StringType(),
+        required=False,
+        doc="gradient (differentiable models) or search (gradient-free)",
+    ),
 )
 
 # identity(tenant_id) keeps every tenant's rows in files of their own; day(event_ts) prunes

@@ -48,6 +48,7 @@ INFERENCE_SCHEMA = Schema(
     NestedField(17, "risk_score", DoubleType(), required=False),
     NestedField(18, "source_id", StringType(), required=False, doc="Where the record came from"),
     NestedField(19, "input_hash", StringType(), required=False, doc="Producer's hash of the input"),
+    NestedField(20, "text", StringType(), required=False, doc="The input of a text model"),
 )
 
 INFERENCE_ARROW_SCHEMA: pa.Schema = INFERENCE_SCHEMA.as_arrow()

@@ -19,7 +19,7 @@ from pyiceberg.types import (
 from whylake.schemas.explanation import EXPLANATION_SCHEMA, EXPLANATION_SCHEMA_VERSION
 
 # Free text a person searches in; every other string is an exact-match keyword.
-TEXT_FIELDS = frozenset({"summary"})
+TEXT_FIELDS = frozenset({"summary", "input_text"})
 # Stored for display, never searched: indexing them would only cost space.
 UNINDEXED_FIELDS = frozenset({"explainer_config", "explainer_versions"})
 # Lists of structs searched field-with-value (e.g. feature = x AND value > y) need `nested`.

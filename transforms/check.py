@@ -41,15 +41,18 @@ def check_record(record: Row, config: CheckConfig, *, schema: bool = True) -> No
         record["prediction"],
         record["base_value"],
         record["completeness_error"],
-        record["stability"],
+        *([] if record.get("stability") is None else [record["stability"]]),
         *(a["value"] for a in record["attributions"]),
+        *(t["value"] for t in record.get("token_attributions") or ()),
     ]
     if not all(math.isfinite(v) for v in numbers):
         raise ExplanationCheckError(f"{record['request_id']}: non-finite attribution or score")
     # Relative to the attributions' own scale: when large attributions cancel, |f(x) - f(x')|
     # is small and would make any quadrature error look large.
     delta = abs(record["prediction"] - record["base_value"])
-    mass = sum(abs(a["value"]) for a in record["attributions"])
+    mass = sum(abs(a["value"]) for a in record["attributions"]) + sum(
+        abs(t["value"]) for t in record.get("token_attributions") or ()
+    )
     tolerance = max(
         config.max_relative_completeness_error * max(delta, mass), config.min_absolute_tolerance
     )
@@ -57,7 +60,7 @@ def check_record(record: Row, config: CheckConfig, *, schema: bool = True) -> No
         raise ExplanationCheckError(
             f"{record['request_id']}: completeness error {record['completeness_error']:.3g} "
             f"exceeds {tolerance:.3g} (|f(x) - f(baseline)| = {delta:.3g}, sum |attribution| = "
-            f"{mass:.3g}); raise ig_steps"
+            f"{mass:.3g}); raise ig_steps (or the explainer's own budget)"
         )
     if not 0.0 < record["inclusion_probability"] <= 1.0:
         raise ExplanationCheckError(

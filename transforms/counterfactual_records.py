@@ -15,7 +15,8 @@ from whylake.transforms.explainers.counterfactuals import (
     generate_counterfactuals,
     spec_from_training,
 )
-from whylake.transforms.explainers.model_calls import predict_numpy
+from whylake.transforms.explainers.device import model_device
+from whylake.transforms.explainers.model_calls import forward_scalar, predict_numpy
 
 Row = dict[str, Any]
 
@@ -26,9 +27,17 @@ def counterfactuals_for_rows(
     wanted: list[int],
     config: ExplainConfig,
     device: torch.device,
+    scorer: Any = None,
+    method: str = "gradient",
 ) -> dict[int, tuple[str, list[Row] | None]]:
-    """Row index -> (status, counterfactual rows) for the wanted rows of x."""
+    """Row index -> (status, counterfactual rows) for the wanted rows of x.
+
+    ``scorer`` is a torch callable giving the logged score (a probability for classifiers;
+    default the loaded torch module); ``method`` "search" is the gradient-free path for models
+    without gradients (boosters, pipelines).
+    """
     card = model.card
+    scorer = model.model if scorer is None else scorer
     spec = spec_from_training(
         card.feature_names,
         model.reference_rows,
@@ -43,13 +52,13 @@ def counterfactuals_for_rows(
     upper = np.array([hi if f.upper is None else f.upper for f, _, hi in pairs])
     spec = replace(spec, lower=lower, upper=upper)
     threshold = float(card.decision_threshold if card.decision_threshold is not None else 0.5)
-    searched, ref_scores = model.module, model.reference_scores
+    searched, ref_scores = scorer, model.reference_scores
     if card.task == "regression":
         # The search crosses a probability threshold; a regression score crosses its own
         # threshold exactly when sigmoid((f - t) / s) crosses 0.5 (a monotone map), so the
         # search runs on that and every result is re-scored on the raw model below.
         scale = float(np.std(model.reference_scores)) / 4 or 1.0
-        searched = _ThresholdProbability(model.module, threshold, scale)
+        searched = _ThresholdProbability(scorer, threshold, scale)
         ref_scores = 1 / (1 + np.exp(-(model.reference_scores - threshold) / scale))
         threshold = 0.5
     cf_config = CounterfactualConfig(
@@ -57,6 +66,7 @@ def counterfactuals_for_rows(
         desired="flip",
         n_counterfactuals=config.counterfactuals_per_query,
         seed=config.seed,
+        method=method,
     )
     results = generate_counterfactuals(
         searched,
@@ -76,7 +86,7 @@ def counterfactuals_for_rows(
                     {"feature": f, "from_value": float(a), "to_value": float(b)}
                     for f, a, b in cf.changes
                 ],
-                "score": _raw_score(model, cf.values, cf.score, device),
+                "score": _raw_score(model.card.task, scorer, cf.values, cf.score, device),
                 "valid": bool(cf.valid),
                 "proximity": float(cf.proximity),
                 "sparsity": int(cf.sparsity),
@@ -91,25 +101,27 @@ def counterfactuals_for_rows(
 class _ThresholdProbability(torch.nn.Module):
     """sigmoid((f(x) - threshold) / scale): a regression score as a probability of exceeding."""
 
-    def __init__(self, module: torch.nn.Module, threshold: float, scale: float) -> None:
+    def __init__(self, module: Any, threshold: float, scale: float) -> None:
         super().__init__()
         self.module, self.threshold, self.scale = module, threshold, scale
+        self.device = model_device(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid((self.module(x).reshape(-1) - self.threshold) / self.scale)
+        # Through the one helper: it places x where the wrapped model computes.
+        return torch.sigmoid((forward_scalar(self.module, x) - self.threshold) / self.scale)
 
 
 def _raw_score(
-    model: LoadedModel, values: np.ndarray, searched_score: float, device: torch.device
+    task: str, scorer: Any, values: np.ndarray, searched_score: float, device: torch.device
 ) -> float:
     """The model's own output on a counterfactual (the searched score is only a proxy).
 
     Through `predict_numpy`, which places the input on the model's device: a CPU tensor fed
     to a model on `cuda` would fail every regression tenant's counterfactuals on a GPU.
     """
-    if model.card.task != "regression":
+    if task != "regression":
         return float(searched_score)
-    return float(predict_numpy(model.module, values[None, :], device)[0])
+    return float(predict_numpy(scorer, values[None, :], device)[0])
 
 
 def _onehot_groups(card: Any) -> tuple[tuple[str, ...], ...]:

@@ -1,11 +1,15 @@
-"""The explain stage's worker state: models loaded once per worker, explained a group at a time."""
+"""The explain stage's worker state: models loaded once per worker, explained a group at a time.
+
+A thin dispatcher: rows are grouped by (tenant, model, version), each group's model is loaded
+once (checked against its sha256) and prepared for its kind on this worker's device, and the
+kind's family of explainers (`transforms/kind_explainers.py`) computes what the records hold.
+"""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +25,7 @@ from whylake.transforms.explanation_records import (
     feature_matrix,
     library_versions,
 )
+from whylake.transforms.kind_explainers import ExplainContext, explain_group, prepare
 from whylake.transforms.sampling.policy import SamplingPolicies
 
 Row = dict[str, Any]
@@ -43,14 +48,17 @@ class ModelBank:
         self.policies = policies
         self.hash_key = hash_key
         self.device = pick_device(device)
-        self._models: dict[ModelKey, LoadedModel] = {}
+        self._models: dict[ModelKey, tuple[LoadedModel, Any]] = {}
         self._versions = json.dumps(library_versions(), sort_keys=True)
 
     def model(self, key: ModelKey) -> LoadedModel:
+        return self._loaded(key)[0]
+
+    def _loaded(self, key: ModelKey) -> tuple[LoadedModel, Any]:
         if key not in self._models:
             loaded = self.registry.load(*key)
-            # The explainers run where the model lives: move it to this worker's device once.
-            self._models[key] = replace(loaded, module=loaded.module.to(self.device))
+            # The explainers run where the model lives: prepare it on this worker's device once.
+            self._models[key] = (loaded, prepare(loaded, self.device))
         return self._models[key]
 
     def explain(self, rows: Iterable[Row], run_id: str) -> list[Row]:
@@ -62,64 +70,22 @@ class ModelBank:
         out: list[Row] = []
         for key, group in groups.items():
             try:
-                model = self.model(key)
-                x = feature_matrix(group, model.card.feature_names)
-                out.extend(assemble_records(model, group, x, self._compute(model, group, x), ctx))
+                loaded, _ = self._loaded(key)
+                x = self._inputs(loaded, group)
+                computed = self._compute(loaded, group, x)
+                out.extend(assemble_records(loaded, group, x, computed, ctx))
             except Exception as exc:  # noqa: BLE001 - each row goes to the dead letters with it
                 out.extend({"_error": exc, "_row": row} for row in group)
         return out
 
-    def _compute(self, model: LoadedModel, rows: list[Row], x: np.ndarray) -> Computed:
-        from whylake.transforms.explainers.integrated_gradients import integrated_gradients
-        from whylake.transforms.explainers.stability import attribution_stability
+    def _inputs(self, loaded: LoadedModel, rows: list[Row]) -> np.ndarray:
+        if loaded.card.is_text:
+            return np.zeros((len(rows), 0))
+        return feature_matrix(rows, loaded.card.feature_names)
 
-        card, cfg = model.card, self.config
-        baseline = np.asarray(card.baseline, dtype=np.float64)
-        ig = integrated_gradients(
-            model.module, x, baseline, steps=cfg.ig_steps, device=self.device, rule=cfg.ig_rule
-        )
-        stability = attribution_stability(
-            model.module,
-            x,
-            self._stability_baselines(model, baseline),
-            steps=cfg.ig_steps,
-            top_k=cfg.stability_top_k,
-            device=self.device,
-        )
-        shap = None
-        if cfg.shap:
-            from whylake.transforms.explainers.shap_values import shap_attributions
-
-            background = model.reference_rows[: cfg.shap_background]
-            shap = shap_attributions(
-                model.module, x, background, kind="auto", seed=cfg.seed, device=self.device
-            )
-        return Computed(ig, stability, shap, self._counterfactuals(model, rows, x))
-
-    def _stability_baselines(self, model: LoadedModel, baseline: np.ndarray) -> np.ndarray:
-        """The card's baseline plus seeded reference rows: how much does the choice matter?"""
-        ref = model.reference_rows
-        rng = np.random.default_rng(self.config.seed)
-        picks = rng.choice(
-            len(ref), size=min(self.config.stability_baselines, len(ref)), replace=False
-        )
-        return np.vstack([baseline[None, :], np.median(ref, axis=0)[None, :], ref[picks]])
-
-    def _counterfactuals(
-        self, model: LoadedModel, rows: list[Row], x: np.ndarray
-    ) -> dict[int, tuple[str, list[Row] | None]]:
-        """Counterfactuals for the rows whose tenant policy asks for them."""
-        if not self.config.counterfactuals:
-            return {}
-        wanted = [
-            i
-            for i, row in enumerate(rows)
-            if self.policies.policy_for(row["tenant_id"]).wants_counterfactuals(
-                row["sampling_reason"], row.get("flags")
-            )
-        ]
-        if not wanted:
-            return {}
-        from whylake.transforms.counterfactual_records import counterfactuals_for_rows
-
-        return counterfactuals_for_rows(model, x, wanted, self.config, self.device)
+    def _compute(self, loaded: LoadedModel, rows: list[Row], x: np.ndarray) -> Computed:
+        prepared = self._loaded(
+            (loaded.card.tenant_id, loaded.card.model_id, loaded.card.model_version)
+        )[1]
+        ctx = ExplainContext(self.config, self.policies, self.device)
+        return explain_group(loaded, prepared, rows, x, ctx)

@@ -24,7 +24,15 @@ from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA, REQUIRED_COLUMNS
 from whylake.transforms.dead_letters import DEAD_LETTERS
 
 _STRING_FIELDS = ("tenant_id", "request_id", "model_id", "model_version")
-_OPTIONAL_STRINGS = ("predicted_class", "label", "user_id", "trust_tier", "source_id", "input_hash")
+_OPTIONAL_STRINGS = (
+    "predicted_class",
+    "label",
+    "user_id",
+    "trust_tier",
+    "source_id",
+    "input_hash",
+    "text",
+)
 _OPTIONAL_FLOATS = ("confidence", "risk_score")
 
 
@@ -225,7 +233,8 @@ def coerce_json_row(line: str) -> dict[str, Any]:
         raise InvalidRecordError(f"event_ts {raw['event_ts']!r} has no time zone; log UTC times")
     row["event_ts"] = ts
     features = raw["features"]
-    if not isinstance(features, dict) or not features:
+    # A text model's record carries its input in `text`; its features may be empty.
+    if not isinstance(features, dict) or not (features or isinstance(raw.get("text"), str)):
         raise InvalidRecordError("features must be a non-empty object of name -> number")
     row["features"] = [(str(k), _number(f"features.{k}", v)) for k, v in features.items()]
     row["score"] = _number("score", raw["score"])

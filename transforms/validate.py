@@ -18,7 +18,7 @@ from apache_beam.pvalue import PCollection
 
 from whylake.registry.store import ModelRegistry
 from whylake.schemas.dead_letter import dead_letter
-from whylake.schemas.errors import ConfigError, ModelNotFoundError
+from whylake.schemas.errors import ConfigError, InvalidIdError, ModelNotFoundError
 from whylake.schemas.model_card import ModelCard
 from whylake.transforms.dead_letters import DEAD_LETTERS
 from whylake.transforms.progress import report
@@ -121,7 +121,7 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
         if key not in self.cards:
             try:
                 self.cards[key] = self.registry.card(*key)
-            except ModelNotFoundError:
+            except (ModelNotFoundError, InvalidIdError):  # a bad id names no registered model
                 self.cards[key] = None
         return self.cards[key]
 
@@ -150,6 +150,13 @@ class _ValidateFn(beam.DoFn):  # type: ignore[misc]
                     problems[int(i)] = (
                         f"model {model_id} version {version} is not registered for tenant {tenant}"
                     )
+                continue
+            if card.is_text:
+                texts = batch["text"] if "text" in batch.schema.names else None
+                for i in np.flatnonzero(in_group):
+                    value = None if texts is None else texts[int(i)].as_py()
+                    if not value:
+                        problems[int(i)] = f"{model_id}/{version} is a text model: text missing"
                 continue
             wanted = pa.array(card.feature_names, names.type)
             known = pc.is_in(names, value_set=wanted).to_numpy(zero_copy_only=False)

@@ -23,6 +23,11 @@ class ExplainConfig:
     counterfactuals_per_query: int = 3
     seed: int = 0
     max_relative_completeness_error: float = 0.05
+    # Model kinds other than torch (hashed only into their own rows' config hash, so the ids
+    # of torch rows written before model kinds existed stay the same).
+    agnostic_background: int = 32
+    agnostic_permutations: int = 16
+    text_max_length: int = 256
 
     def __post_init__(self) -> None:
         if self.ig_steps < 2:
@@ -31,9 +36,25 @@ class ExplainConfig:
             raise ConfigError("stability_baselines must be at least 1")
         if not 0 < self.max_relative_completeness_error < 1:
             raise ConfigError("max_relative_completeness_error must be in (0, 1)")
+        if self.agnostic_background < 1 or self.agnostic_permutations < 2:
+            raise ConfigError("agnostic_background >= 1 and agnostic_permutations >= 2 needed")
+        if self.text_max_length < 8:
+            raise ConfigError("text_max_length must be at least 8 tokens")
 
     def canonical(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = {k: v for k, v in asdict(self).items() if k not in _KIND_FIELDS}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    def digest_for(self, model_kind: str) -> str:
+        """The config hash of a model kind's rows: torch rows keep :meth:`digest`."""
+        if model_kind == "torch":
+            return self.digest()
+        extra = {k: getattr(self, k) for k in sorted(_KIND_FIELDS)}
+        text = self.canonical() + json.dumps({"kind": model_kind, **extra}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+_KIND_FIELDS = frozenset({"agnostic_background", "agnostic_permutations", "text_max_length"})

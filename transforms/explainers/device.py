@@ -40,7 +40,11 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 def model_device(model: object) -> torch.device | None:
-    """The device of the model's first parameter or buffer; ``None`` for a parameter-free one."""
+    """The device a model computes on: its own ``device`` attribute (the adapters), else its
+    first parameter's or buffer's; ``None`` for a parameter-free module."""
+    declared = getattr(model, "device", None)
+    if isinstance(declared, torch.device):
+        return declared
     if isinstance(model, torch.nn.Module):
         for tensor in model.parameters():
             return tensor.device

@@ -1,9 +1,20 @@
-"""Every model call of the explainers: eval-mode checks, fixed-size blocks, one scalar per row."""
+"""Every model call of the explainers: placed on the model's device, checked, in fixed blocks.
+
+Each call an explainer makes goes through :func:`place` (torch inputs) or :func:`place_rows`
+(numpy inputs): a model that lives on ``cuda`` gets its inputs there, whichever device the
+caller built them on. A model may define ``place_input`` / ``place_rows`` itself (the model
+adapters do; the device-guard test wraps every kind with hooks that refuse anything else).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
+
+from whylake.transforms.explainers.device import model_device
 
 # Layers whose output depends on train/eval mode; explaining them in training mode would make
 # the attributions random (dropout) or batch-dependent (batch norm).
@@ -28,13 +39,44 @@ def check_eval_mode(model: object) -> None:
             )
 
 
+def place(model: object, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device the model computes on (a no-op, and autograd-transparent, if there).
+
+    A tensor built on the CPU for a model on ``cuda`` would fail the call; moving it here is
+    what keeps every explainer correct on a GPU whatever device its caller used.
+    """
+    hook = getattr(model, "place_input", None)
+    if hook is not None:
+        placed: torch.Tensor = hook(x)
+        return placed
+    device = model_device(model)
+    if device is None or x.device == device:
+        return x
+    return x.to(device)
+
+
+def place_rows(model: object, rows: np.ndarray) -> np.ndarray:
+    """Host rows as the model takes them (numpy models read host memory; a hook may move them)."""
+    hook = getattr(model, "place_rows", None)
+    if hook is not None:
+        placed: np.ndarray = hook(rows)
+        return placed
+    return rows
+
+
+def predict_rows(model: Any, rows: np.ndarray) -> np.ndarray:
+    """A numpy model's explained output on ``(n, d)`` rows as float64 ``(n,)``."""
+    out = np.asarray(model.predict_rows(place_rows(model, rows)), dtype=np.float64)
+    return out.reshape(rows.shape[0])
+
+
 def forward_scalar(model: object, x: torch.Tensor) -> torch.Tensor:
-    """Run ``model`` on ``(N, d)`` rows and return its scalar output as ``(N,)``.
+    """Run ``model`` on ``(N, d)`` rows (placed on its device) and return ``(N,)`` outputs.
 
     Raises:
         ValueError: the model returns anything but one number per row.
     """
-    out = model(x)  # type: ignore[operator]
+    out = model(place(model, x))  # type: ignore[operator]
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the model must return a tensor, got {type(out).__name__}")
     n = x.shape[0]
@@ -94,3 +136,34 @@ def predict_numpy(
             stop = min(rows.shape[0], start + batch_rows)
             out[start:stop] = y[: stop - start].detach().to("cpu", torch.float64).numpy()
     return out
+
+
+class NumpyModel(torch.nn.Module):
+    """A model that takes numpy rows (a booster, a scikit-learn pipeline) as a torch callable.
+
+    It has no gradient: explainers that need one (IG, the gradient counterfactual search) see
+    its outputs as constants, and the counterfactual search falls back to its gradient-free
+    path. ``output`` maps the model's explained output to what the caller searches on (e.g.
+    log-odds to a probability).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        output: Callable[[np.ndarray], np.ndarray] | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.output = output
+        self.device = device or torch.device("cpu")
+
+    def place_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.device == self.device else x.to(self.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().to("cpu", torch.float64).numpy()
+        out = predict_rows(self.model, rows)
+        if self.output is not None:
+            out = self.output(out)
+        return torch.as_tensor(out, dtype=torch.float32, device=x.device)

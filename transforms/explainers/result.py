@@ -23,8 +23,16 @@ class AttributionResult:
     base_value: np.ndarray
     error: np.ndarray
     config: dict[str, object] = field(default_factory=dict)
+    # Sampling estimators: each row's largest standard error of an attribution (None: exact).
+    std_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.std_error is not None:
+            se = np.array(self.std_error, dtype=np.float64, copy=True).reshape(-1)
+            if se.shape != (self.values.shape[0],):
+                raise ValueError(f"std_error must have shape ({self.values.shape[0]},)")
+            se.flags.writeable = False
+            object.__setattr__(self, "std_error", se)
         if self.values.ndim != 2:
             raise ValueError(f"values must be (n, d), got shape {self.values.shape}")
         n = self.values.shape[0]
@@ -49,6 +57,7 @@ class AttributionResult:
         prediction: np.ndarray,
         base_value: np.ndarray,
         config: dict[str, object],
+        std_error: np.ndarray | None = None,
     ) -> AttributionResult:
         """Make a result from float arrays, computing the completeness / additivity error."""
         values = np.asarray(values, dtype=np.float64)
@@ -57,7 +66,7 @@ class AttributionResult:
         if base_value.shape == (1,) and prediction.shape[0] != 1:
             base_value = np.full_like(prediction, base_value[0])
         error = np.abs(values.sum(axis=1) - (prediction - base_value))
-        return cls(method, values, prediction, base_value, error, dict(config))
+        return cls(method, values, prediction, base_value, error, dict(config), std_error)
 
     @property
     def n_rows(self) -> int:
