@@ -11,7 +11,8 @@
 #   infra/services.sh logs   <service>      tail of the service's log
 #   infra/services.sh clean  [service...]   delete run data of stopped services (not the cache)
 #
-# Services: opensearch, kafka, flink (a long-running Beam Flink job server), prism (binary only).
+# Services: opensearch, kafka, flink (a long-running Beam Flink job server), prism (binary only),
+# mlflow (tracking server + model registry, SQLite backend, its own venv).
 # Extra fetch target: kafka-expansion (see infra/svc/flink.sh).
 # Cache: .infra/cache/ (WHYLAKE_INFRA_CACHE); run data, logs, pids: .infra/run/<service>/
 # (WHYLAKE_INFRA_RUN). Versions: infra/versions.env. Ports: see `env`, all overridable.
@@ -37,10 +38,11 @@ FLINK_JOB_PORT="${WHYLAKE_FLINK_JOB_PORT:-8099}"
 FLINK_ARTIFACT_PORT="${WHYLAKE_FLINK_ARTIFACT_PORT:-8098}"
 FLINK_EXPANSION_PORT="${WHYLAKE_FLINK_EXPANSION_PORT:-8097}"
 FLINK_HEAP="${WHYLAKE_FLINK_HEAP:--Xms256m -Xmx1g}"
+MLFLOW_PORT="${WHYLAKE_MLFLOW_PORT:-5055}"
 UP_TIMEOUT="${WHYLAKE_UP_TIMEOUT:-180}"     # seconds per service to become healthy
 DOWN_TIMEOUT="${WHYLAKE_DOWN_TIMEOUT:-60}"  # seconds to exit after SIGTERM, then SIGKILL
 
-ALL_SERVICES=(opensearch kafka flink prism chromium)
+ALL_SERVICES=(opensearch kafka flink prism chromium mlflow)
 DEFAULT_UP=(opensearch kafka)
 
 # ---------------------------------------------------------------- helpers
@@ -256,6 +258,7 @@ export WHYLAKE_FLINK_EXPANSION_ENDPOINT=localhost:$FLINK_EXPANSION_PORT
 export WHYLAKE_FLINK_JOB_SERVER_JAR=$(flink_jar)
 export WHYLAKE_FLINK_VERSION=$FLINK_MAJOR_VERSION
 export WHYLAKE_PRISM_BIN=$(prism_bin)
+export WHYLAKE_MLFLOW_TRACKING_URI=http://$HOST:$MLFLOW_PORT
 EOF
 }
 
@@ -287,7 +290,7 @@ main() {
       log "connection settings: $RUN/env (source it, or run '$0 env')" ;;
     down)
       local svcs=("$@")
-      if [[ ${#svcs[@]} -eq 0 ]]; then svcs=(flink kafka opensearch); fi
+      if [[ ${#svcs[@]} -eq 0 ]]; then svcs=(mlflow flink kafka opensearch); fi
       check_services "${svcs[@]}"
       local s
       for s in "${svcs[@]}"; do [[ "$s" == prism ]] || stop_service "$s"; done ;;

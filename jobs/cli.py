@@ -331,6 +331,10 @@ def runs(
     console.print(table)
 
 
+from whylake.jobs import models_commands  # noqa: E402 - command groups after the commands
+
+app.add_typer(models_commands.app, name="models")
+
 replica = typer.Typer(
     help="The OpenSearch hot replica (rebuildable from Iceberg).", no_args_is_help=True
 )

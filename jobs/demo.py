@@ -21,6 +21,7 @@ def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) ->
     """Everything `make demo` shows, on the embedded default under `home`."""
     from whylake.jobs.batch_job import run_batch
     from whylake.jobs.demo_data import generate_day, yesterday
+    from whylake.jobs.demo_kinds import register_kind_models
     from whylake.jobs.demo_models import register_demo_models
     from whylake.jobs.options import hash_key
     from whylake.jobs.output import print_arrow
@@ -35,10 +36,12 @@ def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) ->
     day = day or yesterday()
     registry = ModelRegistry(home / "models")
     console.rule("1. train and register the demo models (scikit-learn's bundled data sets)")
-    for card in register_demo_models(registry):
+    kinds = register_kind_models(registry, home / "demo-models")
+    for card in [*register_demo_models(registry), *kinds]:
         console.print(
-            f"{card.tenant_id:8} {card.model_id}/{card.model_version} ({card.kind}, "
-            f"{card.task}) sha256 {card.artifact_sha256[:16]}… {card.training}",
+            f"{card.tenant_id:8} {card.model_id}/{card.model_version} ({card.kind}: "
+            f"{card.architecture}, {card.task}, explains {card.explained_output}) "
+            f"sha256 {card.artifact_sha256[:16]}… {card.training}",
             highlight=False,
         )
     console.rule(f"2. generate {per_tenant:,} inference records per tenant for {day}")

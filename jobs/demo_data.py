@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from whylake.jobs.demo_kinds import KIND_DEMOS, kind_inputs, text_column
 from whylake.jobs.demo_models import DEMO_TENANTS, DEMO_VERSION
 from whylake.registry.store import ModelRegistry
 from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
@@ -40,24 +41,32 @@ def _event_times(rng: np.random.Generator, day: date, n: int) -> np.ndarray:
 
 def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: int) -> pa.Table:
     """n valid inference records for one tenant, features jittered around real data rows."""
-    load, _kind, model_id, _out, _desc = DEMO_TENANTS[tenant]
-    data = load()
-    model = registry.load(tenant, model_id, DEMO_VERSION)
     rng = np.random.default_rng([seed, sum(tenant.encode())])
-    base = data.x[rng.integers(0, len(data.x), n)]
-    x = base + rng.normal(0.0, 0.05, base.shape) * data.x.std(axis=0)
-    lower, upper = data.x.min(axis=0), data.x.max(axis=0)
-    x = np.clip(x, lower, upper)
-    for j, name in enumerate(data.feature_names):
-        if name in data.integer:
-            x[:, j] = np.rint(base[:, j])
-    with torch.no_grad():
-        scores = model.module(torch.tensor(x, dtype=torch.float32)).double().numpy()
-    classify = data.task == "classification"
-    card = model.card
+    texts = None
+    if tenant in KIND_DEMOS:
+        card, x, texts, scores = kind_inputs(registry, tenant, n, rng)
+        model_id, version = card.model_id, card.model_version
+        names = list(card.feature_names)
+    else:
+        load, _kind, model_id, _out, _desc = DEMO_TENANTS[tenant]
+        data = load()
+        model = registry.load(tenant, model_id, DEMO_VERSION)
+        version = DEMO_VERSION
+        base = data.x[rng.integers(0, len(data.x), n)]
+        x = base + rng.normal(0.0, 0.05, base.shape) * data.x.std(axis=0)
+        lower, upper = data.x.min(axis=0), data.x.max(axis=0)
+        x = np.clip(x, lower, upper)
+        for j, name in enumerate(data.feature_names):
+            if name in data.integer:
+                x[:, j] = np.rint(base[:, j])
+        with torch.no_grad():
+            scores = model.module(torch.tensor(x, dtype=torch.float32)).double().numpy()
+        card = model.card
+        names = list(data.feature_names)
+    classify = card.task == "classification"
     if classify:
         confidence = np.maximum(scores, 1 - scores)
-        predicted = np.where(scores >= 0.5, card.positive_class, card.negative_class)
+        predicted = np.where(scores >= 0.5, card.positive_class or "1", card.negative_class or "0")
     else:
         confidence = np.full(n, np.nan)
         predicted = np.full(n, None)
@@ -78,10 +87,9 @@ def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: 
             if hit
         ]
         flags.append(row or None)
-    names = list(data.feature_names)
     features = pa.MapArray.from_arrays(
-        pa.array(np.arange(0, (n + 1) * len(names), len(names)), pa.int32()),
-        pa.array(np.tile(names, n), pa.large_string()),
+        pa.array(np.arange(n + 1) * len(names), pa.int32()),
+        pa.array(np.tile(np.asarray(names, dtype=object), n), pa.large_string()),
         pa.array(x.ravel(), pa.float64()),
     )
     ids = [f"{tenant}-{day:%Y%m%d}-{i:08d}" for i in range(n)]
@@ -91,7 +99,7 @@ def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: 
         "request_id": pa.array(ids, pa.large_string()),
         "event_ts": pa.array(_event_times(rng, day, n), pa.timestamp("us", tz="UTC")),
         "model_id": pa.array([model_id] * n, pa.large_string()),
-        "model_version": pa.array([DEMO_VERSION] * n, pa.large_string()),
+        "model_version": pa.array([version] * n, pa.large_string()),
         "features": features,
         "score": pa.array(scores),
         "predicted_class": pa.array(list(predicted), pa.large_string()),
@@ -103,6 +111,7 @@ def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: 
         "risk_score": pa.array(risk),
         "source_id": pa.array([f"demo-generator/{tenant}"] * n, pa.large_string()),
         "input_hash": pa.array(input_hash, pa.large_string()),
+        "text": text_column(texts, n),
     }
     return pa.Table.from_pydict(cols, schema=INFERENCE_ARROW_SCHEMA)
 
@@ -154,7 +163,10 @@ def generate_day(
     """Write one file per tenant: JSONL (with malformed lines mixed in) or Parquet."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, records, malformed = [], 0, 0
-    for tenant in DEMO_TENANTS:
+    registered = {t for t, _, _ in registry.versions()}
+    # The torch tenants always; another kind's tenant once its model is registered.
+    tenants = [*DEMO_TENANTS, *(t for t in KIND_DEMOS if t in registered)]
+    for tenant in tenants:
         table = tenant_table(registry, tenant, day, per_tenant, seed)
         records += table.num_rows
         if tenant in parquet_tenants:
@@ -164,7 +176,7 @@ def generate_day(
             path = out_dir / f"{tenant}-{day:%Y-%m-%d}.jsonl"
             rows = [_jsonable(r) for r in table.to_pylist()]
             lines = [json.dumps(r) for r in rows]
-            if with_malformed:
+            if with_malformed and rows[0].get("features"):
                 bad = malformed_lines(tenant, day, rows[0])
                 # A producer retry logs the same request twice: it must be explained once.
                 bad.append(lines[1])

@@ -21,6 +21,7 @@ ENV_HOME = "WHYLAKE_HOME"
 ENV_HASH_KEY = "WHYLAKE_HASH_KEY"
 ENV_OPENSEARCH_URL = "WHYLAKE_OPENSEARCH_URL"
 ENV_PRISM = "WHYLAKE_PRISM_LOCATION"
+ENV_MLFLOW = ("WHYLAKE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
 PRISM_VERSION = "v2.77.0"  # the Beam release pinned in pyproject.toml
 
 # Public on purpose: the demo is reproducible anywhere. Hashes under it are reversible by
@@ -50,6 +51,21 @@ def catalog_config(home: Path | None) -> CatalogConfig:
 def registry_root(registry: Path | None, home: Path | None) -> str:
     """--registry, else <home>/models."""
     return str((registry or home_dir(home) / "models").resolve())
+
+
+def mlflow_tracking_uri(option: str | None) -> str:
+    """--tracking-uri, else WHYLAKE_MLFLOW_TRACKING_URI, else MLflow's own MLFLOW_TRACKING_URI.
+
+    Raises:
+        ConfigError: none is set.
+    """
+    for value in (option, *(os.environ.get(name) for name in ENV_MLFLOW)):
+        if value:
+            return value
+    raise ConfigError(
+        "no MLflow tracking server: give --tracking-uri or set MLFLOW_TRACKING_URI "
+        "(`infra/services.sh up mlflow` starts one on http://127.0.0.1:5055)"
+    )
 
 
 def hash_key(key_file: Path | None = None, *, insecure_demo_key: bool = False) -> Secret:

@@ -47,6 +47,9 @@ class HFTextKind:
 
     def load(self, path: Path, fmt: str) -> Any:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a worker's log is no terminal
 
         model = AutoModelForSequenceClassification.from_pretrained(
             str(path), local_files_only=True, use_safetensors=True
