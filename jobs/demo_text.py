@@ -63,8 +63,9 @@ def lexicon() -> dict[str, int]:
 
 def _vocabulary() -> tuple[list[str], list[str]]:
     words = lexicon()
-    positive = sorted(w for w, s in words.items() if s >= 2)[:_WORDS_PER_SIDE]
-    negative = sorted(w for w, s in words.items() if s <= -2)[:_WORDS_PER_SIDE]
+    # Valence 2-3 only: the lexicon's strongest words (4-5) are mostly profanity.
+    positive = sorted(w for w, s in words.items() if 2 <= s <= 3)[:_WORDS_PER_SIDE]
+    negative = sorted(w for w, s in words.items() if -3 <= s <= -2)[:_WORDS_PER_SIDE]
     return positive, negative
 
 

@@ -184,7 +184,7 @@ def _explain_block(
     path = (b[:, None] + a * (e - b)[:, None]).reshape(r * steps, length, -1)
     path = path.detach().requires_grad_(True)
     with torch.enable_grad():
-        out = model.logits(path, place(model, mask.repeat_interleave(steps, dim=0)))
+        out = model.logits(place(model, path), place(model, mask.repeat_interleave(steps, dim=0)))
         (grad,) = torch.autograd.grad(out[:, class_index].sum(), path)
     mean_grad = torch.einsum("s,rslh->rlh", place(model, w), grad.reshape(r, steps, length, -1))
     values = ((e - b) * mean_grad).sum(-1)

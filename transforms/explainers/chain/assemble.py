@@ -17,7 +17,7 @@ from whylake.transforms.explainers.chain.torchscript import (
     Unsupported,
     read_graph,
 )
-from whylake.transforms.explainers.model_calls import forward_scalar
+from whylake.transforms.explainers.model_calls import forward_scalar, place
 
 _CHAIN_CACHE: weakref.WeakKeyDictionary[object, dict[tuple[str, int], Chain | None]] = (
     weakref.WeakKeyDictionary()
@@ -56,7 +56,8 @@ def _build_chain(model: torch.nn.Module, probe: np.ndarray, device: torch.device
         if isinstance(model, torch.jit.ScriptModule):
             graph, root = model.inlined_graph, model
         else:
-            example = torch.as_tensor(probe[:8], dtype=torch.float32, device=device)
+            # Tracing calls the model: through the placement helper, like every other call.
+            example = place(model, torch.as_tensor(probe[:8], dtype=torch.float32, device=device))
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 root = torch.jit.trace(model, example, check_trace=False)  # type: ignore[no-untyped-call]
