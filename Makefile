@@ -26,11 +26,12 @@ setup: $(STAMP) ## Create .venv and install whylake with pinned dependencies
 demo: setup ## Train demo models, generate a day of logs, run the batch job, audit it
 	$(VENV)/bin/whylake demo
 
-test: setup ## Whole suite; starts OpenSearch/Kafka/Flink if needed, stops what it started
-	@started=no; $(INFRA) status opensearch kafka >/dev/null 2>&1 || started=yes; \
+test: setup ## Whole suite; starts OpenSearch/Kafka/MLflow if needed, stops what it started
+	@started=""; for s in opensearch kafka mlflow; do \
+	  $(INFRA) status $$s >/dev/null 2>&1 || started="$$started $$s"; done; \
 	$(MAKE) --no-print-directory up || exit $$?; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$started = yes ]; then $(INFRA) down; fi; exit $$rc
+	if [ -n "$$started" ]; then $(INFRA) down $$started; fi; exit $$rc
 
 test-unit: setup ## Unit tests only
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -43,7 +44,7 @@ lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	  $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
 	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers
 
-bench: bench-batch bench-explainers bench-replica bench-stream ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-models bench-replica bench-stream ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M records through the batch job, 2% explained -> bench/results/batch.json
 	$(PY) -m bench.batch
@@ -52,15 +53,18 @@ bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/expl
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.explainers $(BENCH_ARGS)
 
+bench-models: setup ## TreeSHAP / agnostic Shapley / token IG vs shap, the boosters, captum -> bench/results/models.json
+	$(PY) -m bench.models $(BENCH_ARGS)
+
 bench-stream: up ## Kafka -> Prism -> Iceberg/OpenSearch events/s and latency -> bench/results/streaming.json
 	$(PY) -m bench.streaming
 
 bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/results/replica.json
 	$(PY) -m bench.replica
 
-up: setup ## Fetch pinned servers, build Prism, install Chromium; start OpenSearch + Kafka
-	$(INFRA) fetch opensearch kafka flink prism chromium
-	$(INFRA) up opensearch kafka
+up: setup ## Fetch pinned servers, build Prism, install Chromium; start OpenSearch, Kafka, MLflow
+	$(INFRA) fetch opensearch kafka flink prism chromium mlflow
+	$(INFRA) up opensearch kafka mlflow
 
 up-all: up ## Also start a long-running Flink job server
 	$(INFRA) up flink
@@ -74,4 +78,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-replica bench-stream up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream up up-all down status clean

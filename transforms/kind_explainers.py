@@ -140,11 +140,11 @@ def _agnostic(
     from whylake.transforms.explainers.agnostic_shap import agnostic_shapley
 
     cfg = ctx.config
-    rng = np.random.default_rng(cfg.seed)
-    ref = loaded.reference_rows
-    picks = rng.choice(len(ref), size=min(cfg.agnostic_background, len(ref)), replace=False)
+    # The reference rows are a seeded sample of the training data already: the background is
+    # their first rows, so an auditor can rebuild it from reference.npz alone.
+    background = loaded.reference_rows[: cfg.agnostic_background]
     result = agnostic_shapley(
-        model, x, ref[np.sort(picks)], permutations=cfg.agnostic_permutations, seed=cfg.seed
+        model, x, background, permutations=cfg.agnostic_permutations, seed=cfg.seed
     )
     scorer = NumpyModel(model, device=model.device)
     counterfactuals = _counterfactuals(loaded, rows, x, ctx, scorer, "search")

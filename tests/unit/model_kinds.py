@@ -97,21 +97,32 @@ def train_torch(tmp: Path) -> Trained:
     import torch
 
     frame = tabular()
+    names = features(frame)
+    x = torch.as_tensor(frame[names].to_numpy(), dtype=torch.float32)
+    y = torch.as_tensor(frame["label"].to_numpy(), dtype=torch.float32)
     torch.manual_seed(SEED)
     net = torch.nn.Sequential(
-        torch.nn.Linear(len(features(frame)), 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+        torch.nn.Linear(len(names), 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
     )
 
     class Probability(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            self.register_buffer("mean", x.mean(0))
+            self.register_buffer("std", x.std(0))
             self.net = net
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.net(x)).squeeze(-1)
+        def forward(self, rows: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.net((rows - self.mean) / self.std)).squeeze(-1)
 
+    model = Probability()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy(model(x), y).backward()
+        opt.step()
     path = tmp / "model.pt"
-    torch.jit.save(torch.jit.script(Probability().eval()), str(path))
+    torch.jit.save(torch.jit.script(model.eval()), str(path))
     return Trained("torch", path, frame, "label")
 
 
