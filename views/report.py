@@ -41,7 +41,7 @@ def render_html(reconstruction: Reconstruction) -> str:
         _prediction(r),
         _quality(r),
         "</div>",
-        _attributions(r),
+        _tokens(r) if r.get("token_attributions") else _attributions(r),
         _counterfactuals(r),
         '<div class="grid">',
         _provenance(reconstruction),
@@ -76,7 +76,7 @@ def _prediction(r: dict[str, Any]) -> str:
     base: Any = r.get("base_value")
     delta = prediction - base if _finite(prediction) and _finite(base) else None
     rows = [
-        ("Output", r.get("output_name")),
+        ("Output explained", _explained(r)),
         ("Prediction (re-scored)", _num(prediction)),
         ("Logged score", _num(r.get("logged_score"))),
         ("Base value", _num(base)),
@@ -145,6 +145,62 @@ def _attributions(r: dict[str, Any]) -> str:
         else ""
     )
     return _card("What drove the prediction", f"{image}<p class=note>{caption}</p>{table}")
+
+
+def _tokens(r: dict[str, Any]) -> str:
+    """The text with each token highlighted by its attribution (text models)."""
+    text = str(r.get("input_text") or "")
+    tokens = sorted(
+        (t for t in r.get("token_attributions") or [] if _finite(t["value"])),
+        key=lambda t: (t["start"], t["end"]),
+    )
+    scale = max((abs(t["value"]) for t in tokens), default=0.0) or 1.0
+    parts, at = [], 0
+    for t in tokens:
+        start, end = int(t["start"]), int(t["end"])
+        if start < at or end > len(text):
+            continue  # offsets that overlap or leave the text are listed below, not drawn
+        parts.append(_e(text[at:start]))
+        color = "217,72,15" if t["value"] > 0 else "28,126,214"
+        alpha = 0.15 + 0.75 * abs(t["value"]) / scale
+        parts.append(
+            f'<mark class=tok style="background:rgba({color},{alpha:.2f})" '
+            f'title="{_e(t["token"])}: {_num(t["value"], signed=True)}" '
+            f'data-value="{t["value"]:.6g}">{_e(text[start:end])}</mark>'
+        )
+        at = end
+    parts.append(_e(text[at:]))
+    by_size = sorted(tokens, key=lambda t: (-abs(t["value"]), t["start"]))
+    rows = "".join(
+        f"<tr><td>{_e(t['token'])}</td><td class=num>{t['start']}–{t['end']}</td>"
+        f"<td class=num>{_num(t['value'], signed=True)}</td></tr>"
+        for t in by_size
+    )
+    caption = (
+        f"Each token of the text shaded by its contribution to {_e(_explained(r))}: "
+        f'<span style="color:{_RAISES}">■</span> raises it, '
+        f'<span style="color:{_LOWERS}">■</span> lowers it (Integrated Gradients on the input '
+        "embeddings, measured from a text of padding tokens)."
+    )
+    table = (
+        f"<details><summary>All {len(tokens)} token attributions</summary>"
+        "<table class=grid-table><tr><th>Token</th><th>Characters</th><th>Attribution</th></tr>"
+        f"{rows}</table></details>"
+    )
+    return _card(
+        "What drove the prediction",
+        f'<p class="text-input">{"".join(parts)}</p><p class=note>{caption}</p>{table}',
+    )
+
+
+def _explained(r: dict[str, Any]) -> str:
+    name = str(r.get("output_name") or "the score")
+    output = r.get("explained_output")
+    if output == "log_odds":
+        return f"the log-odds of {name}"
+    if output == "logit":
+        return f"the logit of {name}"
+    return name
 
 
 def _counterfactuals(r: dict[str, Any]) -> str:
@@ -217,6 +273,10 @@ def _sampling(r: dict[str, Any]) -> str:
 def _explainer(r: dict[str, Any]) -> str:
     rows = [
         ("Method", r.get("explainer_method")),
+        ("Model kind", r.get("model_kind") or "torch (recorded before model kinds)"),
+        ("Output explained", _explained(r)),
+        ("Largest standard error", _num(r.get("attribution_std_error"))),
+        ("Model source", r.get("model_source")),
         ("Baseline", r.get("baseline_kind")),
         ("Seed", r.get("seed")),
         ("Device", r.get("device")),
@@ -398,6 +458,8 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _CSS = """
+.text-input { font-size: 17px; line-height: 2; }
+mark.tok { padding: 1px 3px; border-radius: 3px; color: inherit; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #212529; max-width: 1000px; margin: 24px auto; padding: 0 20px; }
 h1 { font-size: 22px; margin: 0 0 4px; }

@@ -143,7 +143,9 @@ def _write_records(home: Path, path: Path) -> None:
                 "event_ts": DAY.isoformat(),
                 "model_id": model_id,
                 "model_version": version,
-                "features": {} if card.is_text else dict(zip(card.feature_names, x[i].tolist())),
+                "features": {}
+                if card.is_text
+                else dict(zip(card.feature_names, x[i].tolist(), strict=True)),
                 "score": float(scores[i]),
                 # flagged: always explained, and with counterfactuals
                 "flags": ["flagged"] if i < 3 else None,

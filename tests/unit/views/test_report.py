@@ -81,3 +81,35 @@ def test_a_sparse_record_still_renders(make_row: RowFactory) -> None:
     assert "No attributions were recorded" in html
     assert "not_found" in html
     assert "data:image/png" not in html
+
+
+def test_a_text_row_highlights_its_tokens_in_the_text(tmp_path: Path, make_row: RowFactory) -> None:
+    from tests.browser import dump_dom, require_chromium
+
+    text = "the <b>great</b> food was awful"
+    tokens = [
+        {"token": "great", "value": 1.2, "start": 7, "end": 12, "token_id": 5},
+        {"token": "food", "value": 0.1, "start": 17, "end": 21, "token_id": 6},
+        {"token": "awful", "value": -2.0, "start": 26, "end": 31, "token_id": 7},
+    ]
+    record = {
+        **make_row("acme", "r-text", attributions=[], stability=None),
+        "token_attributions": tokens,
+        "input_text": text,
+        "explained_output": "logit",
+        "model_kind": "hf-text",
+    }
+    html = render_html(Reconstruction(record, 7, datetime(2024, 6, 1, tzinfo=UTC), []))
+    marks = re.findall(r"<mark class=tok [^>]*>([^<]*)</mark>", html)
+    assert marks == ["great", "food", "awful"]
+    assert "&lt;b&gt;" in html and "<b>great" not in html  # the text is data, escaped
+    assert "the logit of" in html
+    # The strongest token is the most saturated, in the colour of its sign.
+    alphas = [float(a) for a in re.findall(r"rgba\(\d+,\d+,\d+,([0-9.]+)\)", html)]
+    assert alphas[2] == max(alphas) and "rgba(28,126,214" in html.split("awful</mark>")[0][-200:]
+    # A real browser shows the highlighted text.
+    require_chromium()
+    page = tmp_path / "text.html"
+    page.write_text(html, encoding="utf-8")
+    dom = dump_dom(page.as_uri())
+    assert 'data-value="-2"' in dom and ">awful</mark>" in dom
