@@ -122,4 +122,24 @@ def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) ->
     report = home / "reports" / f"acme-{request_id}.html"
     write_html_report(rec, report)
     console.print(f"HTML report: {report}", highlight=False)
+    console.rule("6. the other model kinds: what explained each, and a text row's tokens")
+    for tenant in ("umbrella", "hooli", "vandelay"):
+        kinds = run_tenant_sql(
+            catalog,
+            tenant,
+            "SELECT model_kind, explainer_kind, explained_output, count(*) AS rows, "
+            "max(completeness_error) AS max_error FROM explanations GROUP BY ALL",
+        )
+        print_arrow(kinds, "table")
+    text_row = run_tenant_sql(
+        catalog,
+        "vandelay",
+        "SELECT request_id FROM explanations ORDER BY abs(prediction - base_value) DESC LIMIT 1",
+    )
+    if text_row.num_rows:
+        text_rec = reconstruct(catalog, "vandelay", text_row.column("request_id")[0].as_py())
+        console.print(text_rec.record["summary"], highlight=False)
+        text_report = home / "reports" / f"vandelay-{text_rec.request_id}.html"
+        write_html_report(text_rec, text_report)
+        console.print(f"HTML report with the tokens highlighted: {text_report}", highlight=False)
     console.rule(f"done: run {summary.record.run_id} ({summary.status})")

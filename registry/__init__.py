@@ -1,4 +1,4 @@
-"""The model registry: TorchScript artifacts with their model cards, one folder per version."""
+"""The model registry: artifacts of every model kind with their cards, one folder per version."""
 
 from whylake.registry.store import LoadedModel, ModelRegistry
 

@@ -82,7 +82,8 @@ def agnostic_shapley(
         "seed": seed,
     }
     method = "exact_shapley" if exact else "permutation_shapley"
-    return AttributionResult.build(method, values, prediction, base, config, std_error)
+    base_values = np.full(n, base)
+    return AttributionResult.build(method, values, prediction, base_values, config, std_error)
 
 
 def _exact(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bg: np.ndarray) -> np.ndarray:

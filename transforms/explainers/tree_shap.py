@@ -57,11 +57,18 @@ class TreeEnsemble:
 
     def contributions(self, rows: np.ndarray) -> np.ndarray:
         """``(n, d + 1)``: TreeSHAP values per feature, then the bias (the expected margin)."""
+        return self.explain_rows(rows)[0]
+
+    def explain_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Contributions and margins of the same rows (XGBoost: one DMatrix for both calls)."""
         if self.library == "xgboost":
-            out = self.booster.predict(self._matrix(rows), pred_contribs=True)
+            matrix = self._matrix(rows)
+            contrib = self.booster.predict(matrix, pred_contribs=True)
+            margin = self.booster.predict(matrix, output_margin=True)
         else:
-            out = self.booster.predict(rows, pred_contrib=True)
-        return np.asarray(out, dtype=np.float64)
+            contrib = self.booster.predict(rows, pred_contrib=True)
+            margin = self.booster.predict(rows, raw_score=True)
+        return np.asarray(contrib, dtype=np.float64), np.asarray(margin, np.float64).reshape(-1)
 
 
 def tree_shap(model: Any, inputs: np.ndarray, *, batch_rows: int = 65536) -> AttributionResult:
@@ -77,10 +84,12 @@ def tree_shap(model: Any, inputs: np.ndarray, *, batch_rows: int = 65536) -> Att
     prediction = np.empty(x.shape[0])
     for start in range(0, x.shape[0], batch_rows):
         block = place_rows(model, x[start : start + batch_rows])
-        contrib = model.contributions(block)
+        # The margin comes from a prediction of its own, so the additivity error measures the
+        # contributions against what the booster predicts, not against their own sum.
+        contrib, margin = model.explain_rows(block)
         stop = start + block.shape[0]
         values[start:stop], base[start:stop] = contrib[:, :-1], contrib[:, -1]
-        prediction[start:stop] = model.predict_rows(block)
+        prediction[start:stop] = margin
     config: dict[str, object] = {
         "library": model.library,
         "algorithm": "path-dependent TreeSHAP (pred_contribs)",

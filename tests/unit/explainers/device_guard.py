@@ -75,6 +75,10 @@ class GuardedRows:
     def contributions(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.inner.contributions(_check_rows(rows, "contributions")))
 
+    def explain_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        contrib, margin = self.inner.explain_rows(_check_rows(rows, "explain_rows"))
+        return np.asarray(contrib), np.asarray(margin)
+
 
 class GuardedText:
     """A TextClassifier whose embedding and logits calls only take placed tensors."""
