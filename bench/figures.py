@@ -165,7 +165,7 @@ FIGURES: tuple[Figure, ...] = (
         ">= 0.9x",
     ),
     Figure(
-        "TreeSHAP vs shap's TreeExplainer, max |difference|",
+        "TreeSHAP vs shap's TreeExplainer, max abs difference",
         "models.json",
         ("tree_shap", "xgboost", "max_abs_difference", "whylake_vs_shap"),
         _num(".1e"),
