@@ -84,8 +84,9 @@ def test_torch_explainers_go_through_the_helper(loaded: dict[str, LoadedModel]) 
     ig = integrated_gradients(guarded, x, baseline, steps=16)
     assert ig.config["engine"] == "autograd"  # the guard is no TorchScript graph
     assert ig.error.max() < 1e-3
-    shap = shap_attributions(guarded, x, model.reference_rows[:8], steps=8)
-    assert shap.error.max() < 5e-2
+    shap = shap_attributions(guarded, x, model.reference_rows[:8], steps=16)
+    # Expected gradients by quadrature: additive up to the quadrature error.
+    assert np.all(shap.error <= 0.1 * np.abs(shap.values).sum(axis=1) + 1e-6)
     bases = np.vstack([baseline, model.reference_rows[:2]])
     assert attribution_stability(guarded, x, bases, steps=8).shape == (len(x),)
     spec = spec_from_training(model.card.feature_names, model.reference_rows)
