@@ -26,8 +26,8 @@ setup: $(STAMP) ## Create .venv and install whylake with pinned dependencies
 demo: setup ## Train demo models, generate a day of logs, run the batch job, audit it
 	$(VENV)/bin/whylake demo
 
-test: setup ## Whole suite; starts OpenSearch/Kafka/MLflow if needed, stops what it started
-	@started=""; for s in opensearch kafka mlflow; do \
+test: setup ## Whole suite; starts OpenSearch/Kafka/MLflow/SeaweedFS if needed, stops what it started
+	@started=""; for s in opensearch kafka mlflow seaweedfs; do \
 	  $(INFRA) status $$s >/dev/null 2>&1 || started="$$started $$s"; done; \
 	$(MAKE) --no-print-directory up || exit $$?; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -62,12 +62,12 @@ bench-stream: up ## Kafka -> Prism -> Iceberg/OpenSearch events/s and latency ->
 bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/results/replica.json
 	$(PY) -m bench.replica
 
-up: setup ## Fetch pinned servers, build Prism, install Chromium; start OpenSearch, Kafka, MLflow
-	$(INFRA) fetch opensearch kafka flink prism chromium mlflow
-	$(INFRA) up opensearch kafka mlflow
+up: setup ## Fetch pinned servers, build Prism + SeaweedFS, install Chromium; start OpenSearch, Kafka, MLflow, SeaweedFS
+	$(INFRA) fetch opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest
+	$(INFRA) up opensearch kafka mlflow seaweedfs
 
-up-all: up ## Also start a long-running Flink job server
-	$(INFRA) up flink
+up-all: up ## Also start a long-running Flink job server and the Iceberg REST catalog (on SeaweedFS)
+	$(INFRA) up flink iceberg-rest
 
 down: ## Stop the local services
 	$(INFRA) down

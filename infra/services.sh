@@ -12,7 +12,8 @@
 #   infra/services.sh clean  [service...]   delete run data of stopped services (not the cache)
 #
 # Services: opensearch, kafka, flink (a long-running Beam Flink job server), prism (binary only),
-# mlflow (tracking server + model registry, SQLite backend, its own venv).
+# mlflow (tracking server + model registry, SQLite backend, its own venv), seaweedfs
+# (S3-compatible object store), iceberg-rest (Iceberg's REST catalog on the object store).
 # Extra fetch target: kafka-expansion (see infra/svc/flink.sh).
 # Cache: .infra/cache/ (WHYLAKE_INFRA_CACHE); run data, logs, pids: .infra/run/<service>/
 # (WHYLAKE_INFRA_RUN). Versions: infra/versions.env. Ports: see `env`, all overridable.
@@ -39,10 +40,21 @@ FLINK_ARTIFACT_PORT="${WHYLAKE_FLINK_ARTIFACT_PORT:-8098}"
 FLINK_EXPANSION_PORT="${WHYLAKE_FLINK_EXPANSION_PORT:-8097}"
 FLINK_HEAP="${WHYLAKE_FLINK_HEAP:--Xms256m -Xmx1g}"
 MLFLOW_PORT="${WHYLAKE_MLFLOW_PORT:-5055}"
+SEAWEEDFS_S3_PORT="${WHYLAKE_S3_PORT:-8333}"
+SEAWEEDFS_MASTER_PORT="${WHYLAKE_SEAWEEDFS_MASTER_PORT:-9433}"
+SEAWEEDFS_VOLUME_PORT="${WHYLAKE_SEAWEEDFS_VOLUME_PORT:-9440}"
+SEAWEEDFS_FILER_PORT="${WHYLAKE_SEAWEEDFS_FILER_PORT:-8988}"
+SEAWEEDFS_BUCKET="${WHYLAKE_S3_BUCKET:-whylake}"
+# Local-only credentials of the test object store (not a secret: it listens on 127.0.0.1).
+SEAWEEDFS_ACCESS_KEY="${WHYLAKE_S3_ACCESS_KEY:-whylake-local}"
+SEAWEEDFS_SECRET_KEY="${WHYLAKE_S3_SECRET_KEY:-whylake-local-secret}"
+ICEBERG_REST_PORT="${WHYLAKE_ICEBERG_REST_PORT:-8181}"
+ICEBERG_REST_HEAP="${WHYLAKE_ICEBERG_REST_HEAP:--Xms128m -Xmx512m}"
+ICEBERG_REST_WAREHOUSE="${WHYLAKE_ICEBERG_REST_WAREHOUSE:-s3://$SEAWEEDFS_BUCKET/warehouse}"
 UP_TIMEOUT="${WHYLAKE_UP_TIMEOUT:-180}"     # seconds per service to become healthy
 DOWN_TIMEOUT="${WHYLAKE_DOWN_TIMEOUT:-60}"  # seconds to exit after SIGTERM, then SIGKILL
 
-ALL_SERVICES=(opensearch kafka flink prism chromium mlflow)
+ALL_SERVICES=(opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest)
 DEFAULT_UP=(opensearch kafka)
 
 # ---------------------------------------------------------------- helpers
@@ -259,6 +271,16 @@ export WHYLAKE_FLINK_JOB_SERVER_JAR=$(flink_jar)
 export WHYLAKE_FLINK_VERSION=$FLINK_MAJOR_VERSION
 export WHYLAKE_PRISM_BIN=$(prism_bin)
 export WHYLAKE_MLFLOW_TRACKING_URI=http://$HOST:$MLFLOW_PORT
+export WHYLAKE_S3_ENDPOINT=http://$HOST:$SEAWEEDFS_S3_PORT
+export WHYLAKE_S3_BUCKET=$SEAWEEDFS_BUCKET
+export WHYLAKE_ICEBERG_REST_URI=http://$HOST:$ICEBERG_REST_PORT
+# The whylake CLI on the local REST catalog + object store (pyiceberg reads these):
+#   export PYICEBERG_CATALOG__WHYLAKE__TYPE=rest
+#   export PYICEBERG_CATALOG__WHYLAKE__URI=http://$HOST:$ICEBERG_REST_PORT
+#   export PYICEBERG_CATALOG__WHYLAKE__S3__ENDPOINT=http://$HOST:$SEAWEEDFS_S3_PORT
+#   export PYICEBERG_CATALOG__WHYLAKE__S3__REGION=us-east-1
+#   export PYICEBERG_CATALOG__WHYLAKE__S3__ACCESS_KEY_ID=$SEAWEEDFS_ACCESS_KEY
+#   export PYICEBERG_CATALOG__WHYLAKE__S3__SECRET_ACCESS_KEY=$SEAWEEDFS_SECRET_KEY
 EOF
 }
 
@@ -290,7 +312,7 @@ main() {
       log "connection settings: $RUN/env (source it, or run '$0 env')" ;;
     down)
       local svcs=("$@")
-      if [[ ${#svcs[@]} -eq 0 ]]; then svcs=(mlflow flink kafka opensearch); fi
+      if [[ ${#svcs[@]} -eq 0 ]]; then svcs=(mlflow flink kafka opensearch iceberg-rest seaweedfs); fi
       check_services "${svcs[@]}"
       local s
       for s in "${svcs[@]}"; do [[ "$s" == prism ]] || stop_service "$s"; done ;;

@@ -158,16 +158,27 @@ def batch(
     hash_key_file: HashKeyFile = None,
     insecure_demo_hash_key: InsecureDemoKey = False,
     opensearch_url: OpenSearchUrl = None,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="File-system setting for the inputs, key=value (repeatable; pyiceberg FileIO "
+            "names, e.g. s3.endpoint=http://host:9000, s3.region=eu-west-1); defaults to the "
+            "catalog's s3./gcs./adls. properties"
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
-    """Explain a day of inference logs and append the records to Iceberg."""
+    """Explain a day of inference logs (local, s3:// or gs:// files) and append them to Iceberg."""
     options_given = dict(locals())
+    from whylake.jobs import options
     from whylake.jobs.batch_job import run_batch
     from whylake.pipelines.configs import BatchJobConfig
 
+    store = _store("run", options_given)
     config = BatchJobConfig(
         inputs=tuple(input),
-        store=_store("run", options_given),
+        store=store,
+        storage=options.storage_config(store.catalog, storage_option or ()),
         day=_parse_day(day, "--date"),
         tenant=tenant,
         runner=runner,
@@ -256,10 +267,39 @@ def sql(
         str | None, typer.Option(help="Time travel: the tables as of this time")
     ] = None,
     snapshot_id: Annotated[int | None, typer.Option(help="Time travel: this snapshot")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only rows whose event time is at or after this (prunes day partitions)"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only rows whose event time is before this")
+    ] = None,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop the query after this many seconds (default $WHYLAKE_SQL_TIMEOUT_S or 60)"
+        ),
+    ] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="DuckDB memory limit, e.g. 2GB (default $WHYLAKE_SQL_MEMORY_LIMIT or 1GB)"
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="DuckDB threads (default $WHYLAKE_SQL_THREADS or 2)")
+    ] = None,
+    max_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="Refuse results longer than this (default $WHYLAKE_SQL_MAX_ROWS or 100000)"
+        ),
+    ] = None,
     output: Annotated[str, typer.Option(help="table, json or csv")] = "table",
     home: Home = None,
 ) -> None:
-    """Run one read-only SQL query (DuckDB) scoped to one tenant."""
+    """Run one read-only SQL query (DuckDB) scoped to one tenant, within time and memory limits."""
+    from whylake.jobs.options import sql_limits
     from whylake.lake.audit import run_tenant_sql
 
     if output not in OUTPUTS:
@@ -270,6 +310,9 @@ def sql(
         query,
         as_of=_parse_time(as_of) if as_of else None,
         snapshot_id=snapshot_id,
+        since=_parse_time(since) if since else None,
+        until=_parse_time(until) if until else None,
+        limits=sql_limits(timeout_s, memory_limit, threads, max_rows),
     )
     print_arrow(result, output)
 

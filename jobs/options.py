@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pyiceberg.utils.config import Config
 
+from whylake.lake.audit import SqlLimits
 from whylake.lake.catalog import CATALOG_NAME, CatalogConfig
 from whylake.lake.opensearch import OpenSearchConfig
+from whylake.lake.storage import STORAGE_PREFIXES, StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
 from whylake.schemas.secrets import Secret
 
@@ -29,6 +32,8 @@ PRISM_VERSION = "v2.77.0"  # the Beam release pinned in pyproject.toml
 # name) may use it.
 DEMO_HASH_KEY = "whylake-demo-key-change-me"
 _SECRET_SETTING = ("password", "secret", "token", "key")
+# s3.access-key-id names a key; so does every credential of pyiceberg's FileIO properties.
+_STORAGE_SECRET_WORDS = ("password", "secret", "token", "key", "credential", "session", "sas")
 
 
 def home_dir(home: Path | None) -> Path:
@@ -46,6 +51,52 @@ def catalog_config(home: Path | None) -> CatalogConfig:
     if configured:
         return CatalogConfig.of(CATALOG_NAME, {k: str(v) for k, v in configured.items()})
     return CatalogConfig.embedded(home_dir(home))
+
+
+def storage_config(catalog: CatalogConfig, options: Sequence[str] = ()) -> StorageConfig:
+    """How inputs are reached: the catalog's file-system properties, then `--storage-option`s.
+
+    The catalog's `s3.*` / `gcs.*` / `adls.*` / `client.*` properties (pyiceberg's FileIO
+    names) also open the inputs, so one set of settings serves a warehouse and logs on the
+    same object store; `key=value` options add to them or override them (another bucket's
+    endpoint or credentials).
+    """
+    merged: dict[str, str | Secret] = {
+        k: v for k, v in catalog.properties if k.startswith(STORAGE_PREFIXES)
+    }
+    merged.update(dict(key_values(options, secret_words=_STORAGE_SECRET_WORDS)))
+    return StorageConfig(tuple(sorted(merged.items())))
+
+
+def sql_limits(
+    timeout_s: float | None = None,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    max_rows: int | None = None,
+) -> SqlLimits:
+    """Tenant SQL's bounds: the options, else WHYLAKE_SQL_{TIMEOUT_S,MEMORY_LIMIT,THREADS,
+    MAX_ROWS} (a service sets them once for every query), else the defaults of SqlLimits."""
+    defaults = SqlLimits()
+
+    def number(value: float | int | None, env: str, kind: type, fallback: float | int) -> Any:
+        if value is not None:
+            return value
+        text = os.environ.get(env)
+        if not text:
+            return fallback
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise ConfigError(f"{env}={text!r} is not a {kind.__name__}") from exc
+
+    return SqlLimits(
+        timeout_s=number(timeout_s, "WHYLAKE_SQL_TIMEOUT_S", float, defaults.timeout_s),
+        memory_limit=memory_limit
+        or os.environ.get("WHYLAKE_SQL_MEMORY_LIMIT")
+        or defaults.memory_limit,
+        threads=number(threads, "WHYLAKE_SQL_THREADS", int, defaults.threads),
+        max_result_rows=number(max_rows, "WHYLAKE_SQL_MAX_ROWS", int, defaults.max_result_rows),
+    )
 
 
 def registry_root(registry: Path | None, home: Path | None) -> str:
@@ -137,7 +188,9 @@ def prism_location(option: str | None) -> str:
     )
 
 
-def key_values(pairs: Sequence[str]) -> tuple[tuple[str, str | Secret], ...]:
+def key_values(
+    pairs: Sequence[str], *, secret_words: Sequence[str] = _SECRET_SETTING
+) -> tuple[tuple[str, str | Secret], ...]:
     """`key=value` settings (e.g. librdkafka's); credential-like values become Secrets."""
     out: list[tuple[str, str | Secret]] = []
     for text in pairs:
@@ -145,6 +198,6 @@ def key_values(pairs: Sequence[str]) -> tuple[tuple[str, str | Secret], ...]:
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise ConfigError(f"{text!r} is not key=value")
-        secret = any(word in key.lower() for word in _SECRET_SETTING)
+        secret = any(word in key.lower() for word in secret_words)
         out.append((key, Secret(value, f"setting {key}") if secret else value))
     return tuple(out)

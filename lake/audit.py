@@ -1,23 +1,38 @@
-"""Tenant-scoped SQL over the audit tables: DuckDB sees one tenant's rows and nothing else."""
+"""Tenant-scoped SQL over the audit tables: DuckDB streams one tenant's files and nothing else."""
 
 from __future__ import annotations
 
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    LessThan,
+)
+from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
-from whylake.lake.duck import connect, sql_string
 from whylake.lake.reconstruct import committed_time, snapshot_at, to_millis
-from whylake.schemas.errors import ConfigError, TenantScopeError
+from whylake.schemas.errors import ConfigError, QueryLimitError, TenantScopeError
 
-# What tenant SQL can name. Each is a DuckDB table holding a copy of the tenant's rows only.
+# What tenant SQL can name: three views over the tenant's rows, nothing else.
 TENANT_RELATIONS = ("explanations", "dead_letters", "runs")
 
 # A run spans tenants: its counts, inputs, config, warnings and snapshot ids describe all of
@@ -25,13 +40,18 @@ TENANT_RELATIONS = ("explanations", "dead_letters", "runs")
 # of this tenant's own rows that each run committed.
 RUN_COLUMNS = ("run_id", "job", "status", "started_at", "finished_at", "runner", "versions")
 
+# The time column of each partitioned relation (the day() partition source): `since` / `until`
+# prune day partitions before any file is opened.
+_TIME_COLUMN = {EXPLANATIONS: "event_ts", DEAD_LETTERS: "failed_at"}
+
 RESULT_METADATA_PREFIX = "whylake."
-_LOAD = "_whylake_load"  # the name an Arrow table is registered under while it is copied
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 
 # Settings fixed when the connection is created, before any data or query reaches it.
 _LOCKED_DOWN: dict[str, Any] = {
     # No file, directory or network access: read_parquet, read_csv, read_text, glob,
     # iceberg_scan, COPY ... TO, ATTACH and LOAD '<path>' all fail with a permission error.
+    # The tenant's files are read by Arrow datasets that whylake opens, never by DuckDB paths.
     "enable_external_access": False,
     # DuckDB's Python client otherwise resolves an unknown table name to a pandas / Arrow
     # object in the caller's Python frames (replacement scans): SQL must not see our variables.
@@ -47,6 +67,36 @@ _LOCKED_DOWN: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class SqlLimits:
+    """The resources one tenant query may use; past any of them it stops with a clear error.
+
+    `memory_limit` bounds DuckDB's buffer manager (hash tables, sorts, the result); operators
+    that can spill (sorts, joins, most aggregates) write to `temp_directory` (a fresh folder
+    per query when None) up to `max_temp_size` instead of failing. Arrow batches being scanned
+    are streamed, a few at a time, outside that limit.
+    """
+
+    timeout_s: float = 60.0
+    memory_limit: str = "1GB"
+    threads: int = 2
+    max_result_rows: int = 100_000
+    temp_directory: str | None = None
+    max_temp_size: str = "10GB"
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ConfigError(f"the SQL timeout must be positive seconds, got {self.timeout_s}")
+        for name in ("memory_limit", "max_temp_size"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _SIZE.match(value):
+                raise ConfigError(f"SQL {name} must be a size such as '2GB', got {value!r}")
+        if self.threads < 1:
+            raise ConfigError(f"SQL threads must be at least 1, got {self.threads}")
+        if self.max_result_rows < 1:
+            raise ConfigError(f"max_result_rows must be at least 1, got {self.max_result_rows}")
+
+
 def run_tenant_sql(
     catalog: Catalog,
     tenant_id: str,
@@ -54,42 +104,42 @@ def run_tenant_sql(
     *,
     as_of: datetime | None = None,
     snapshot_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limits: SqlLimits = SqlLimits(),
 ) -> pa.Table:
     """Run one read-only query over `explanations`, `dead_letters` and `runs` of one tenant.
 
-    Only the tenant's rows are read from Iceberg (partition-pruned on tenant_id) into a fresh
-    in-memory DuckDB whose file access, extension loading and configuration are locked before
-    the query runs, so no text in `sql` can reach another tenant's rows. `as_of` or
-    `snapshot_id` (of the explanations table) time-travels every relation to that moment. The
-    result's schema metadata names the tenant and the snapshots it was read from. Any single
-    statement DuckDB's parser types as SELECT is allowed (WITH, FROM-first, DESCRIBE, SHOW,
-    SUMMARIZE).
+    The relations are views over the tenant's data files only: pyiceberg plans the scan with
+    the tenant (and `since` <= time < `until`) pushed down to partitions and column statistics,
+    and DuckDB streams those files through Arrow datasets, reading only the columns and row
+    groups the query needs, under `limits`. File access, extension loading and configuration
+    are locked before the query runs, so no text in `sql` can reach another tenant's rows.
+    `as_of` or `snapshot_id` (of the explanations table) time-travels every relation to that
+    moment. The result's schema metadata names the tenant and the snapshots it was read from.
+    Any single statement DuckDB's parser types as SELECT is allowed (WITH, FROM-first,
+    DESCRIBE, SHOW, SUMMARIZE).
 
     Raises:
         TenantScopeError: `sql` is not exactly one SELECT, or it tried to read files.
+        QueryLimitError: the query ran past its time, memory or result-row limit.
         SnapshotNotFoundError: no such snapshot, or `as_of` precedes the first commit.
         duckdb.Error: the query itself is invalid (syntax, unknown column, ...).
     """
     if not isinstance(tenant_id, str) or not tenant_id:
         raise ConfigError(f"tenant_id must be a non-empty string, got {tenant_id!r}")
-    # Checked before any data is loaded: a rejected query costs nothing.
+    if since is not None and until is not None and since >= until:
+        raise ConfigError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+    # Checked before any data is planned: a rejected query costs nothing.
     statement = single_select(sql)
-    scope = _TenantScope.load(catalog, tenant_id, as_of=as_of, snapshot_id=snapshot_id)
-    con = duckdb.connect(":memory:", config=_LOCKED_DOWN)
-    try:
-        scope.materialize(con)
+    scope = _TenantScope.plan(
+        catalog, tenant_id, as_of=as_of, snapshot_id=snapshot_id, since=since, until=until
+    )
+    with _spill_folder(limits) as spill, _locked_connection(limits, spill) as con:
+        scope.attach(con)
         # Last step before the query: after this no SET, RESET or PRAGMA can undo the above.
         con.execute("SET lock_configuration = true")
-        try:
-            result = con.execute(statement).to_arrow_table()
-        except duckdb.PermissionException as exc:
-            raise TenantScopeError(
-                f"tenant SQL cannot read files, URLs or other databases ({exc}); query only "
-                f"the relations {', '.join(TENANT_RELATIONS)}, which hold tenant "
-                f"{tenant_id!r}'s rows"
-            ) from exc
-    finally:
-        con.close()
+        result = _run_bounded(con, statement, limits, tenant_id)
     metadata = dict(result.schema.metadata or {})
     metadata.update(scope.metadata())
     return result.replace_schema_metadata(metadata)
@@ -122,26 +172,131 @@ def single_select(sql: str) -> duckdb.Statement:
     return statement
 
 
+@contextmanager
+def _spill_folder(limits: SqlLimits) -> Iterator[str]:
+    if limits.temp_directory is not None:
+        yield limits.temp_directory
+        return
+    with tempfile.TemporaryDirectory(prefix="whylake-sql-") as folder:
+        yield folder
+
+
+@contextmanager
+def _locked_connection(limits: SqlLimits, spill: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    config = dict(_LOCKED_DOWN)
+    config.update(
+        memory_limit=limits.memory_limit,
+        threads=limits.threads,
+        temp_directory=spill,
+        max_temp_directory_size=limits.max_temp_size,
+    )
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        # Results come back in UTC whatever the machine's zone (audit answers must not vary).
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def _run_bounded(
+    con: duckdb.DuckDBPyConnection, statement: duckdb.Statement, limits: SqlLimits, tenant: str
+) -> pa.Table:
+    """Execute under the statement timeout and the result-row bound; map limits to errors."""
+    # DuckDB has no statement timeout of its own: interrupt() from a timer stops a running
+    # query at its next check (every vector), which is what `.timeout` in DuckDB's shell does.
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        con.interrupt()
+
+    timer = threading.Timer(limits.timeout_s, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        # One row more than allowed tells "exactly at the limit" from "over it" without
+        # materializing the rest.
+        result = con.sql(statement.query).limit(limits.max_result_rows + 1).to_arrow_table()
+    except duckdb.InterruptException as exc:
+        if not expired.is_set():
+            raise
+        raise QueryLimitError(
+            f"tenant SQL ran past its {limits.timeout_s:g} s time limit and was stopped; "
+            "filter it to fewer rows (a time range, --since/--until) or raise --timeout-s"
+        ) from exc
+    except duckdb.OutOfMemoryException as exc:
+        raise QueryLimitError(
+            f"tenant SQL needed more than its {limits.memory_limit} memory limit ({exc}); "
+            "aggregate or filter it further, or raise --memory-limit"
+        ) from exc
+    except duckdb.PermissionException as exc:
+        raise TenantScopeError(
+            f"tenant SQL cannot read files, URLs or other databases ({exc}); query only "
+            f"the relations {', '.join(TENANT_RELATIONS)}, which hold tenant {tenant!r}'s rows"
+        ) from exc
+    finally:
+        timer.cancel()
+    if result.num_rows > limits.max_result_rows:
+        raise QueryLimitError(
+            f"tenant SQL returned more than {limits.max_result_rows:,} rows; aggregate, filter "
+            "or add a LIMIT (or raise --max-rows)"
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class _PlannedRelation:
+    """The tenant's data files of one table at one snapshot, with the table's Arrow schema."""
+
+    table: str
+    schema: pa.Schema
+    files: tuple[str, ...]
+    io: PyArrowFileIO | None
+    snapshot: Snapshot | None
+
+    def dataset(self) -> pads.Dataset | pa.Table:
+        if not self.files or self.io is None:
+            return self.schema.empty_table()
+        scheme, netloc, _ = PyArrowFileIO.parse_location(self.files[0], self.io.properties)
+        paths = [PyArrowFileIO.parse_location(f, self.io.properties)[2] for f in self.files]
+        # Columns are matched by name: whylake only ever adds optional columns (by name,
+        # lake.catalog._evolve), so files older than a column read it as nulls.
+        return pads.dataset(
+            paths,
+            schema=self.schema,
+            format="parquet",
+            filesystem=self.io.fs_by_scheme(scheme, netloc),
+        )
+
+
 class _TenantScope:
-    """The tenant's rows of each relation, read at one point in time."""
+    """The tenant's files of each relation, planned at one point in time."""
 
     def __init__(
-        self, tenant_id: str, relations: dict[str, pa.Table], snapshots: dict[str, int | None]
+        self,
+        tenant_id: str,
+        relations: dict[str, _PlannedRelation],
+        runs: pa.Table,
+        snapshots: dict[str, int | None],
     ) -> None:
         self.tenant_id = tenant_id
         self.relations = relations
+        self.runs = runs
         self.snapshots = snapshots
 
     @classmethod
-    def load(
+    def plan(
         cls,
         catalog: Catalog,
         tenant_id: str,
         *,
         as_of: datetime | None,
         snapshot_id: int | None,
+        since: datetime | None,
+        until: datetime | None,
     ) -> _TenantScope:
-        """Read the tenant's rows at `as_of` / `snapshot_id` of the explanations table."""
+        """Plan the tenant's files at `as_of` / `snapshot_id` of the explanations table."""
         explanations = catalog.load_table(EXPLANATIONS)
         anchor = snapshot_at(explanations, as_of=as_of, snapshot_id=snapshot_id)
         # The other tables have their own snapshot ids: align them by time. When only the
@@ -155,38 +310,35 @@ class _TenantScope:
             RUNS: _snapshot_or_none(runs, moment),
         }
         relations = {
-            "explanations": _tenant_rows(explanations, chosen[EXPLANATIONS], tenant_id),
-            "dead_letters": _tenant_rows(dead_letters, chosen[DEAD_LETTERS], tenant_id),
-            "runs": _tenant_runs(runs, chosen[RUNS], tenant_id),
+            "explanations": _plan_tenant_files(explanations, anchor, tenant_id, since, until),
+            "dead_letters": _plan_tenant_files(
+                dead_letters, chosen[DEAD_LETTERS], tenant_id, since, until
+            ),
         }
         snapshots = {n: (s.snapshot_id if s is not None else None) for n, s in chosen.items()}
-        return cls(tenant_id, relations, snapshots)
+        return cls(tenant_id, relations, _tenant_runs(runs, chosen[RUNS], tenant_id), snapshots)
 
-    def materialize(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Copy the relations into `con` as tables; nothing stays linked to Python objects."""
-        # Results come back in UTC whatever the machine's zone (audit answers must not vary).
-        con.execute("SET TimeZone = 'UTC'")
-        for name in ("explanations", "dead_letters"):
-            self._copy(con, name, f"SELECT * FROM {_LOAD}")
-        self._copy(
-            con,
-            "runs",
-            f"""
-            SELECT r.*,
-                   (SELECT count(*) FROM explanations e WHERE e.run_id = r.run_id)
-                       AS explanation_rows,
-                   (SELECT count(*) FROM dead_letters d WHERE d.run_id = r.run_id)
-                       AS dead_letter_rows
-            FROM {_LOAD} r
-            """,
-        )
-
-    def _copy(self, con: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
-        con.register(_LOAD, self.relations[name])
-        try:
-            con.execute(f"CREATE TABLE {name} AS {select}")
-        finally:
-            con.unregister(_LOAD)
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create the three views in `con`; rows are read only when a query runs."""
+        tenant = duckdb.ColumnExpression("tenant_id") == duckdb.ConstantExpression(self.tenant_id)
+        for name, planned in self.relations.items():
+            # The planned files hold only the tenant's partition (checked when planned); the
+            # filter says it again for every row, and DuckDB pushes it into the Arrow scan.
+            con.from_arrow(planned.dataset()).filter(tenant).create_view(name)
+        # Per run, how many of this tenant's rows it committed: counted when a query asks.
+        counts = {
+            "explanation_rows": con.table("explanations"),
+            "dead_letter_rows": con.table("dead_letters"),
+        }
+        runs = con.from_arrow(self.runs).set_alias("r")
+        select = [f"r.{c}" for c in RUN_COLUMNS]
+        for column, relation in counts.items():
+            per_run = relation.aggregate(f"run_id, count(*) AS {column}", "run_id").set_alias(
+                column
+            )
+            runs = runs.join(per_run, f"r.run_id = {column}.run_id", how="left")
+            select.append(f"coalesce({column}.{column}, 0) AS {column}")
+        runs.project(", ".join(select)).create_view("runs")
 
     def metadata(self) -> dict[str, str]:
         """Schema metadata recording the scope a result was computed in."""
@@ -206,33 +358,65 @@ def _snapshot_or_none(table: Table, moment: datetime | None) -> Snapshot | None:
     return table.snapshot_as_of_timestamp(to_millis(moment), inclusive=True)
 
 
-def _tenant_rows(table: Table, snapshot: Snapshot | None, tenant_id: str) -> pa.Table:
+def _plan_tenant_files(
+    table: Table,
+    snapshot: Snapshot | None,
+    tenant_id: str,
+    since: datetime | None,
+    until: datetime | None,
+) -> _PlannedRelation:
+    """The data files of the tenant's partitions (and days) in `snapshot`, from metadata only."""
+    name = ".".join(table.name())
     schema = table.schema().as_arrow()
     if snapshot is None:
-        return schema.empty_table()
-    # DuckDB's iceberg extension reads the snapshot in a separate loader connection (file
-    # access on, never seen by the tenant's SQL); the WHERE on the identity(tenant_id)
-    # partition column prunes to the tenant's files before any row is read.
-    loader = connect()
-    try:
-        rows = (
-            loader.execute(
-                f"SELECT * FROM iceberg_scan('{sql_string(table.metadata_location)}', "
-                f"snapshot_from_id => {int(snapshot.snapshot_id)}) WHERE tenant_id = $tenant",
-                {"tenant": tenant_id},
+        return _PlannedRelation(name, schema, (), None, None)
+    row_filter: BooleanExpression = EqualTo("tenant_id", tenant_id)
+    time_column = _TIME_COLUMN.get(name)
+    if time_column is not None:
+        row_filter = And(row_filter, _time_range(time_column, since, until))
+    # pyiceberg's planner prunes by manifest partition summaries, then each file's partition
+    # tuple and column bounds: other tenants' files are never opened, not even their footers.
+    tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot.snapshot_id).plan_files())
+    for task in tasks:
+        if task.delete_files:
+            raise TenantScopeError(
+                f"{name} has row-level delete files; whylake's tables are append-only, so "
+                "tenant SQL refuses to read them (report this as a bug)"
             )
-            .to_arrow_table()
-            .cast(schema)
+        # The invariant everything rests on, checked rather than assumed.
+        if _partition_value(table, task.file, "tenant_id") != tenant_id:
+            raise TenantScopeError(
+                f"a scan of {name} for tenant {tenant_id!r} planned a file of another "
+                f"partition ({task.file.file_path}); refusing to answer (report this as a bug)"
+            )
+    io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        raise ConfigError(
+            f"tenant SQL reads data files with pyarrow; {name} uses {type(io).__name__}: set "
+            "the catalog property py-io-impl=pyiceberg.io.pyarrow.PyArrowFileIO"
         )
-    finally:
-        loader.close()
-    # The invariant everything rests on, checked rather than assumed.
-    if rows.num_rows and not pc.all(pc.equal(rows["tenant_id"], tenant_id)).as_py():
+    files = tuple(task.file.file_path for task in tasks)
+    return _PlannedRelation(name, schema, files, io, snapshot)
+
+
+def _time_range(column: str, since: datetime | None, until: datetime | None) -> BooleanExpression:
+    expression: BooleanExpression = AlwaysTrue()
+    if since is not None:
+        expression = And(expression, GreaterThanOrEqual(column, since.isoformat()))
+    if until is not None:
+        expression = And(expression, LessThan(column, until.isoformat()))
+    return expression
+
+
+def _partition_value(table: Table, data_file: Any, field: str) -> Any:
+    spec = table.specs()[data_file.spec_id]
+    names = [f.name for f in spec.fields]
+    if field not in names:
         raise TenantScopeError(
-            f"a scan of {'.'.join(table.name())} for tenant {tenant_id!r} returned other "
-            "tenants' rows; refusing to answer (report this as a bug)"
+            f"{'.'.join(table.name())} is not partitioned by {field} in spec {spec.spec_id}; "
+            "tenant SQL needs identity(tenant_id) partitioning"
         )
-    return rows
+    return data_file.partition[names.index(field)]
 
 
 def _tenant_runs(table: Table, snapshot: Snapshot | None, tenant_id: str) -> pa.Table:
@@ -244,7 +428,10 @@ def _tenant_runs(table: Table, snapshot: Snapshot | None, tenant_id: str) -> pa.
     mask = pa.array(
         [tenant_id in (tenants or []) for tenants in runs["tenants"].to_pylist()], pa.bool_()
     )
-    return runs.filter(mask).select(columns)
+    selected = runs.filter(mask).select(columns)
+    if selected.num_rows and not pc.all(pc.is_valid(selected["run_id"])).as_py():
+        raise TenantScopeError("a run without a run_id; refusing to answer (report this as a bug)")
+    return selected
 
 
 def _abbreviate(text: str, limit: int = 60) -> str:

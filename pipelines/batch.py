@@ -23,7 +23,12 @@ from whylake.transforms.read import ReadConfig, ReadInferenceRecords
 def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollection]:
     """Wire read -> validate -> sample -> explain -> check -> append, with dead letters."""
     read = p | "Read" >> ReadInferenceRecords(
-        ReadConfig(config.inputs, run_id=config.run_id, batch_rows=config.batch_rows)
+        ReadConfig(
+            config.inputs,
+            run_id=config.run_id,
+            batch_rows=config.batch_rows,
+            storage=config.storage,
+        )
     )
     scoped = read.records | "KeepScope" >> beam.ParDo(
         _KeepScopeFn(config.day, config.tenant)

@@ -14,6 +14,7 @@ from typing import Any
 
 from whylake.lake.catalog import CatalogConfig
 from whylake.lake.opensearch import OpenSearchConfig
+from whylake.lake.storage import StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
 from whylake.schemas.secrets import Secret
 from whylake.transforms.explainers.config import ExplainConfig
@@ -78,6 +79,8 @@ class BatchJobConfig:
     # A run in which more of the sampled records than this share fail to explain has failed
     # (exit code 1), even though every failure is in the dead letters.
     max_failed_share: float = 0.05
+    # How to reach the inputs (s3://, gs://, local): endpoints and credentials.
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -96,6 +99,7 @@ class BatchJobConfig:
         return {
             **self.store.describe(),
             "inputs": list(self.inputs),
+            "storage": self.storage.describe(),
             "day": self.day.isoformat() if self.day else None,
             "tenant": self.tenant,
             "runner": self.runner,

@@ -27,6 +27,10 @@ class TenantScopeError(WhylakeError):
     """A query tried to leave the tenant it is scoped to."""
 
 
+class QueryLimitError(WhylakeError):
+    """A tenant query ran past its time, memory or result-size limit and was stopped."""
+
+
 class SnapshotNotFoundError(WhylakeError):
     """No snapshot exists at the requested id or time."""
 

@@ -1,23 +1,24 @@
-"""Read logged inference records from JSONL and Parquet files into Arrow record batches."""
+"""Read logged inference records from JSONL and Parquet files (local, s3://, gs://) into Arrow."""
 
 from __future__ import annotations
 
-import glob
+import io
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
+from whylake.lake.storage import StorageConfig
 from whylake.schemas.dead_letter import DeadLetter, dead_letter
 from whylake.schemas.errors import ConfigError, InputNotFoundError, InvalidRecordError
 from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA, REQUIRED_COLUMNS
@@ -38,11 +39,16 @@ _OPTIONAL_FLOATS = ("confidence", "risk_score")
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """Which files to read and how many rows to put in one Arrow batch."""
+    """Which files to read, through which file systems, and how many rows go in one Arrow batch.
+
+    Patterns are local paths, or URIs of any file system pyarrow reaches (`s3://bucket/day/*`,
+    `gs://...`); `storage` holds the endpoints and credentials (pyiceberg's FileIO properties).
+    """
 
     patterns: tuple[str, ...]
     run_id: str
     batch_rows: int = 50_000
+    storage: StorageConfig = StorageConfig()
 
     def __post_init__(self) -> None:
         if not self.patterns:
@@ -54,14 +60,13 @@ class ReadConfig:
         """Expand the globs; a pattern that matches nothing is an error, not an empty day."""
         found: list[str] = []
         for pattern in self.patterns:
-            matches = sorted(glob.glob(pattern, recursive=True)) or (
-                [pattern] if Path(pattern).is_file() else []
-            )
+            try:
+                matches = self.storage.expand(pattern)
+            except OSError as exc:
+                raise InputNotFoundError(f"cannot list input {pattern!r}: {exc}") from exc
             if not matches:
                 raise InputNotFoundError(f"input {pattern!r} matched no file")
-            found.extend(m for m in matches if Path(m).is_file())
-        if not found:
-            raise InputNotFoundError(f"inputs {list(self.patterns)} matched only directories")
+            found.extend(matches)
         for path in found:
             if not path.endswith((".jsonl", ".json", ".ndjson", ".parquet")):
                 raise InputNotFoundError(f"{path}: only .jsonl/.ndjson/.json and .parquet are read")
@@ -103,7 +108,8 @@ class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
 
     def process(self, path: str) -> Iterator[Any]:
         reader = _read_parquet if path.endswith(".parquet") else _read_jsonl
-        for item in reader(path, self.config):
+        fs, fs_path = self.config.storage.filesystem(path)
+        for item in reader(fs, fs_path, path, self.config):
             if isinstance(item, DeadLetter):
                 self.rows_read.inc()
                 self.rows_unreadable.inc()
@@ -113,8 +119,11 @@ class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
                 yield item
 
 
-def _read_parquet(path: str, config: ReadConfig) -> Iterator[pa.RecordBatch | DeadLetter]:
-    file = pq.ParquetFile(path)
+def _read_parquet(
+    fs: pafs.FileSystem, fs_path: str, path: str, config: ReadConfig
+) -> Iterator[pa.RecordBatch | DeadLetter]:
+    # Random access for the footer and row groups: a seekable file, not a stream.
+    file = pq.ParquetFile(fs.open_input_file(fs_path))
     names = set(file.schema_arrow.names)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
@@ -173,9 +182,15 @@ def conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=loose)
 
 
-def _read_jsonl(path: str, config: ReadConfig) -> Iterator[pa.RecordBatch | DeadLetter]:
+def _read_jsonl(
+    fs: pafs.FileSystem, fs_path: str, path: str, config: ReadConfig
+) -> Iterator[pa.RecordBatch | DeadLetter]:
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
+    # A buffered stream: object stores are read front to back in large requests.
+    with (
+        fs.open_input_stream(fs_path) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8") as fh,  # type: ignore[arg-type]
+    ):
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

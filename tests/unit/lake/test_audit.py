@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
 
-from whylake.lake.audit import run_tenant_sql, single_select
+from tests.unit.lake.conftest import EVENT_DAY
+from whylake.lake.audit import SqlLimits, run_tenant_sql, single_select
 from whylake.lake.catalog import EXPLANATIONS
 from whylake.lake.reconstruct import committed_time
-from whylake.schemas.errors import SnapshotNotFoundError, TenantScopeError
+from whylake.schemas.errors import (
+    ConfigError,
+    QueryLimitError,
+    SnapshotNotFoundError,
+    TenantScopeError,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -210,16 +218,147 @@ def test_an_empty_lake_answers_with_empty_relations(lake_catalog: Catalog) -> No
 def test_the_database_holds_the_three_relations_and_nothing_else(
     seeded_lake: SeededLake,
 ) -> None:
-    tables = _rows(seeded_lake, "SELECT database_name, table_name FROM duckdb_tables() ORDER BY 2")
-    assert tables == [
-        {"database_name": "memory", "table_name": name}
-        for name in ("dead_letters", "explanations", "runs")
-    ]
-    assert _rows(seeded_lake, "SELECT count(*) AS n FROM duckdb_views() WHERE NOT internal") == [
-        {"n": 0}
-    ]
+    # The relations are views over the tenant's planned files: nothing is copied into tables,
+    # and no helper object (an Arrow dataset, the runs rows) has a name SQL could use.
+    assert _rows(seeded_lake, "SELECT count(*) AS n FROM duckdb_tables()") == [{"n": 0}]
+    views = _rows(seeded_lake, "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+    assert [v["view_name"] for v in views] == ["dead_letters", "explanations", "runs"]
     assert [r["name"] for r in _rows(seeded_lake, "SHOW TABLES")] == [
         "dead_letters",
         "explanations",
         "runs",
     ]
+
+
+# ---------------------------------------------------------------- resource limits (issue 14)
+
+
+def test_a_runaway_query_stops_at_its_time_limit_with_a_clear_error(
+    seeded_lake: SeededLake,
+) -> None:
+    limits = SqlLimits(timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(QueryLimitError, match="1 s time limit"):
+        run_tenant_sql(
+            seeded_lake.catalog, "acme", "SELECT count(*) FROM range(1000000000000)", limits=limits
+        )
+    # Generous: the interrupt lands within milliseconds; only a hung query would take this long.
+    assert time.monotonic() - started < 30
+    # The issue's text: DuckDB 1.5 does not even bind range(DOUBLE), so it ends at once.
+    with pytest.raises((QueryLimitError, duckdb.Error)):
+        run_tenant_sql(
+            seeded_lake.catalog, "acme", "SELECT count(*) FROM range(1e12)", limits=limits
+        )
+
+
+def test_a_query_past_its_memory_limit_stops_with_a_clear_error(seeded_lake: SeededLake) -> None:
+    # list() keeps every value in one aggregate state: it cannot spill.
+    with pytest.raises(QueryLimitError, match="64MB memory limit"):
+        run_tenant_sql(
+            seeded_lake.catalog,
+            "acme",
+            "SELECT list(i) FROM range(50000000) t(i)",
+            limits=SqlLimits(memory_limit="64MB"),
+        )
+
+
+def test_operators_that_can_spill_finish_within_a_small_memory_limit(
+    seeded_lake: SeededLake, tmp_path: Path
+) -> None:
+    # 3M distinct BIGINTs need far more than 32 MB as a hash table: DuckDB spills to disk,
+    # even though the tenant's SQL itself cannot touch a file.
+    rows = _rows(
+        seeded_lake,
+        "SELECT count(*) AS n FROM (SELECT DISTINCT i FROM range(3000000) t(i))",
+        limits=SqlLimits(memory_limit="32MB", temp_directory=str(tmp_path)),
+    )
+    assert rows == [{"n": 3_000_000}]
+
+
+def test_results_are_bounded_in_rows(seeded_lake: SeededLake) -> None:
+    limits = SqlLimits(max_result_rows=5)
+    assert len(_rows(seeded_lake, "SELECT * FROM range(5)", limits=limits)) == 5
+    with pytest.raises(QueryLimitError, match="more than 5 rows"):
+        run_tenant_sql(seeded_lake.catalog, "acme", "SELECT * FROM range(6)", limits=limits)
+
+
+def test_the_limits_are_the_ones_configured(seeded_lake: SeededLake) -> None:
+    rows = _rows(
+        seeded_lake,
+        "SELECT current_setting('threads') AS t, current_setting('memory_limit') AS m",
+        limits=SqlLimits(threads=1, memory_limit="300MB"),
+    )
+    assert rows[0]["t"] == 1
+    assert rows[0]["m"].replace(" ", "") in {"300.0MB", "286.1MiB"}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"timeout_s": 0},
+        {"memory_limit": "lots"},
+        {"memory_limit": "1GB; SET x=1"},
+        {"threads": 0},
+        {"max_result_rows": 0},
+        {"max_temp_size": "-1GB"},
+    ],
+)
+def test_limits_check_themselves(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        SqlLimits(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- reading only what is needed
+
+
+def _day_lake(catalog: Catalog, commit_rows: object, make_row: object) -> None:
+    rows = [
+        make_row(t, f"{t}-{d}-{i}", event_ts=EVENT_DAY + timedelta(days=d))  # type: ignore[operator]
+        for t in ("acme", "globex")
+        for d in range(3)
+        for i in range(4)
+    ]
+    commit_rows(catalog, rows, "b-days")  # type: ignore[operator]
+
+
+def _data_files(catalog: Catalog, tenant: str, day: int | None = None) -> list[Path]:
+    folder = Path(catalog.load_table(EXPLANATIONS).location().removeprefix("file://")) / "data"
+    files = sorted(folder.glob(f"tenant_id={tenant}/*/*.parquet"))
+    if day is None:
+        return files
+    wanted = (EVENT_DAY + timedelta(days=day)).date().isoformat()
+    return [f for f in files if f.parent.name == f"event_day={wanted}"]
+
+
+def test_other_tenants_files_are_never_opened(
+    lake_catalog: Catalog, commit_rows: object, make_row: object
+) -> None:
+    _day_lake(lake_catalog, commit_rows, make_row)
+    # Break every globex data file: a plan that so much as read one footer would fail.
+    for path in _data_files(lake_catalog, "globex"):
+        path.write_bytes(b"not parquet")
+    sql = "SELECT count(*) AS n, count(DISTINCT tenant_id) AS t FROM explanations"
+    assert run_tenant_sql(lake_catalog, "acme", sql).to_pylist() == [{"n": 12, "t": 1}]
+    with pytest.raises(duckdb.Error):
+        run_tenant_sql(lake_catalog, "globex", sql)
+
+
+def test_since_and_until_prune_day_partitions(
+    lake_catalog: Catalog, commit_rows: object, make_row: object
+) -> None:
+    _day_lake(lake_catalog, commit_rows, make_row)
+    for path in _data_files(lake_catalog, "acme", day=0) + _data_files(lake_catalog, "acme", 2):
+        path.write_bytes(b"not parquet")
+    day1 = EVENT_DAY.replace(hour=0, minute=0) + timedelta(days=1)
+    result = run_tenant_sql(
+        lake_catalog,
+        "acme",
+        "SELECT min(event_ts) AS lo, max(event_ts) AS hi, count(*) AS n FROM explanations",
+        since=day1,
+        until=day1 + timedelta(days=1),
+    ).to_pylist()
+    assert result == [
+        {"lo": EVENT_DAY + timedelta(days=1), "hi": EVENT_DAY + timedelta(days=1), "n": 4}
+    ]
+    with pytest.raises(ConfigError, match="before until"):
+        run_tenant_sql(lake_catalog, "acme", "SELECT 1", since=day1, until=day1)
