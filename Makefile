@@ -44,10 +44,14 @@ lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	  $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
 	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers
 
-bench: bench-batch bench-explainers bench-models bench-replica bench-stream ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage ## Run every benchmark (figures in bench/results/)
 
-bench-batch: setup ## 1M records through the batch job, 2% explained -> bench/results/batch.json
+bench-batch: setup ## 1M and 10M records through the batch job, 2% explained -> bench/results/batch.json, batch-10m.json
 	$(PY) -m bench.batch
+	$(PY) -m bench.batch --records 10000000 --out bench/results/batch-10m.json
+
+bench-storage: setup ## Commit latency into 0/1M/10M-row partitions, tenant SQL + reconstruction over 10M rows -> bench/results/storage.json
+	$(PY) -m bench.storage $(BENCH_ARGS)
 
 bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/explainers.json
 	$(PY) -m pip install --quiet -e '.[bench]'
@@ -78,4 +82,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage up up-all down status clean
