@@ -51,7 +51,7 @@ _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.
 _LOCKED_DOWN: dict[str, Any] = {
     # No file, directory or network access: read_parquet, read_csv, read_text, glob,
     # iceberg_scan, COPY ... TO, ATTACH and LOAD '<path>' all fail with a permission error.
-    # The tenant's files are read by Arrow datasets that whylake opens, never by DuckDB paths.
+    # The tenant's planned files are the only exceptions (allowed_paths, exact files).
     "enable_external_access": False,
     # DuckDB's Python client otherwise resolves an unknown table name to a pandas / Arrow
     # object in the caller's Python frames (replacement scans): SQL must not see our variables.
@@ -135,7 +135,8 @@ def run_tenant_sql(
     scope = _TenantScope.plan(
         catalog, tenant_id, as_of=as_of, snapshot_id=snapshot_id, since=since, until=until
     )
-    with _spill_folder(limits) as spill, _locked_connection(limits, spill) as con:
+    allowed = scope.local_files()
+    with _spill_folder(limits) as spill, _locked_connection(limits, spill, allowed) as con:
         scope.attach(con)
         # Last step before the query: after this no SET, RESET or PRAGMA can undo the above.
         con.execute("SET lock_configuration = true")
@@ -182,8 +183,10 @@ def _spill_folder(limits: SqlLimits) -> Iterator[str]:
 
 
 @contextmanager
-def _locked_connection(limits: SqlLimits, spill: str) -> Iterator[duckdb.DuckDBPyConnection]:
-    config = dict(_LOCKED_DOWN)
+def _locked_connection(
+    limits: SqlLimits, spill: str, allowed_paths: list[str]
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    config = {k: v for k, v in _LOCKED_DOWN.items() if k != "enable_external_access"}
     config.update(
         memory_limit=limits.memory_limit,
         threads=limits.threads,
@@ -192,6 +195,11 @@ def _locked_connection(limits: SqlLimits, spill: str) -> Iterator[duckdb.DuckDBP
     )
     con = duckdb.connect(":memory:", config=config)
     try:
+        # DuckDB takes allowed_paths only once the database runs and only while external
+        # access is on: the tenant's planned files, by exact path (no folder, no glob), then
+        # every other file, URL and database shut off, before any view or query exists.
+        con.execute("SET allowed_paths = $paths", {"paths": allowed_paths})
+        con.execute("SET enable_external_access = false")
         # Results come back in UTC whatever the machine's zone (audit answers must not vary).
         con.execute("SET TimeZone = 'UTC'")
         yield con
@@ -255,19 +263,44 @@ class _PlannedRelation:
     io: PyArrowFileIO | None
     snapshot: Snapshot | None
 
-    def dataset(self) -> pads.Dataset | pa.Table:
+    def local_paths(self) -> list[str]:
+        """The planned files' paths when every one is on a local disk, else none."""
         if not self.files or self.io is None:
-            return self.schema.empty_table()
-        scheme, netloc, _ = PyArrowFileIO.parse_location(self.files[0], self.io.properties)
-        paths = [PyArrowFileIO.parse_location(f, self.io.properties)[2] for f in self.files]
-        # Columns are matched by name: whylake only ever adds optional columns (by name,
-        # lake.catalog._evolve), so files older than a column read it as nulls.
-        return pads.dataset(
-            paths,
-            schema=self.schema,
-            format="parquet",
-            filesystem=self.io.fs_by_scheme(scheme, netloc),
-        )
+            return []
+        located = [PyArrowFileIO.parse_location(f, self.io.properties) for f in self.files]
+        if any(scheme != "file" for scheme, _, _ in located):
+            return []
+        return [path for _, _, path in located]
+
+    def relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+        """The planned files as a DuckDB relation with exactly the table's columns."""
+        if not self.files or self.io is None:
+            return con.from_arrow(self.schema.empty_table())
+        local = self.local_paths()
+        if not local:
+            # Object stores: Arrow datasets on the file system pyiceberg's FileIO builds from
+            # the catalog's properties (endpoint, credentials), so DuckDB needs no network
+            # extension and no second copy of the credentials.
+            scheme, netloc, _ = PyArrowFileIO.parse_location(self.files[0], self.io.properties)
+            paths = [PyArrowFileIO.parse_location(f, self.io.properties)[2] for f in self.files]
+            fs = self.io.fs_by_scheme(scheme, netloc)
+            # Columns are matched by name: whylake only ever adds optional columns (by name,
+            # lake.catalog._evolve), so files older than a column read it as nulls.
+            dataset = pads.dataset(paths, schema=self.schema, format="parquet", filesystem=fs)
+            return con.from_arrow(dataset)
+        # Local files: DuckDB's own Parquet reader, allowed these exact paths only. Measured
+        # on the 10M-row bench table (one tenant, 3.3M rows, 30 files, shared 2 cores): count(*)
+        # 0.30 s vs 2.4 s through an Arrow dataset, a GROUP BY over three columns 1.4 s vs
+        # 5.1 s, the attribution unnest 14.7 s vs 32 s.
+        native = con.read_parquet(local, union_by_name=True)
+        present = set(native.columns)
+        typed = con.from_arrow(self.schema.empty_table())
+        columns = []
+        for name, kind in zip(typed.columns, typed.types, strict=True):
+            quoted = '"' + name.replace('"', '""') + '"'
+            # A column added after every planned file was written reads as nulls.
+            columns.append(quoted if name in present else f"CAST(NULL AS {kind}) AS {quoted}")
+        return native.project(", ".join(columns))
 
 
 class _TenantScope:
@@ -318,13 +351,17 @@ class _TenantScope:
         snapshots = {n: (s.snapshot_id if s is not None else None) for n, s in chosen.items()}
         return cls(tenant_id, relations, _tenant_runs(runs, chosen[RUNS], tenant_id), snapshots)
 
+    def local_files(self) -> list[str]:
+        """Every planned local file: the only paths the tenant's connection may open."""
+        return [p for planned in self.relations.values() for p in planned.local_paths()]
+
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create the three views in `con`; rows are read only when a query runs."""
         tenant = duckdb.ColumnExpression("tenant_id") == duckdb.ConstantExpression(self.tenant_id)
         for name, planned in self.relations.items():
             # The planned files hold only the tenant's partition (checked when planned); the
             # filter says it again for every row, and DuckDB pushes it into the Arrow scan.
-            con.from_arrow(planned.dataset()).filter(tenant).create_view(name)
+            planned.relation(con).filter(tenant).create_view(name)
         # Per run, how many of this tenant's rows it committed: counted when a query asks.
         counts = {
             "explanation_rows": con.table("explanations"),
