@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -46,6 +46,8 @@ class StreamSummary:
     counts: dict[str, int]
     state: str  # the runner's final state, e.g. CANCELLED or FAILED
     elapsed_s: float
+    # The pipeline's `whylake` Beam counters, last read before it stopped (any runner).
+    counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -97,6 +99,7 @@ def run_stream(
     unlisten = listen(on_count)
     t0 = time.monotonic()
     state = "UNKNOWN"
+    counters: dict[str, int] = {}
     try:
         result = run(config)
         console.print(
@@ -115,7 +118,9 @@ def run_stream(
                 break
             if time.monotonic() >= next_report:
                 next_report += progress_every_s
+                counters = _counters(result) or counters
                 console.print(_progress_line(counts, time.monotonic() - t0), highlight=False)
+        counters = _counters(result) or counters
         if not _terminal(state):
             result.cancel()
             state = "CANCELLED"
@@ -127,7 +132,7 @@ def run_stream(
         for s, handler in previous.items():
             signal.signal(s, handler)
         elapsed = time.monotonic() - t0
-        summary = StreamSummary(config.run_id, dict(counts), state, elapsed)
+        summary = StreamSummary(config.run_id, dict(counts), state, elapsed, counters)
         _record(catalog, started_row, summary)
     console.print(_progress_line(counts, elapsed) + f" — {state.lower()}", highlight=False)
     return summary
@@ -143,8 +148,58 @@ def _progress_line(counts: Counter[str], elapsed: float) -> str:
     return f"[{elapsed:6.0f} s] " + ", ".join(parts) + f" ({rate:,.0f} records/s)"
 
 
+def _counters(result: Any) -> dict[str, int]:
+    """The pipeline's `whylake` counters so far ({} when the runner cannot say yet)."""
+    try:
+        found = result.metrics().query()["counters"]
+    except Exception as exc:  # noqa: BLE001 — counts are best effort while the job runs
+        log.debug("could not read the pipeline's counters: %s", exc)
+        return {}
+    counters: dict[str, int] = {}
+    for counter in found:
+        if counter.key.metric.namespace == "whylake":
+            name = counter.key.metric.name
+            value = counter.committed if counter.committed is not None else counter.attempted
+            counters[name] = counters.get(name, 0) + int(value or 0)
+    return counters
+
+
+def manifest_counts(counters: dict[str, int], progress: dict[str, int]) -> dict[str, Any]:
+    """The run manifest's counts from the Beam counters (progress hooks when there are none).
+
+    read = unreadable + late + invalid + valid (+ replayed windows skipped); every refused
+    record is a dead letter: unreadable (stage read), late (stage late), invalid (validate).
+    """
+    c = counters
+    late = c.get("records_late", progress.get("records_late", 0))
+    replayed = c.get("records_replayed_skipped", 0)
+    warnings = []
+    if late:
+        warnings.append(
+            f"{late} records later than the allowed lateness were dead-lettered (stage late)"
+        )
+    if replayed:
+        warnings.append(f"{replayed} re-read records of windows finished before were skipped")
+    failed = c.get("records_failed_explain", 0) + c.get("records_failed_check", 0)
+    if failed:
+        warnings.append(f"{failed} sampled records could not be explained (dead letters)")
+    return {
+        "records_read": c.get("records_read", progress.get("kafka_read", 0)),
+        "records_invalid": c.get("records_unreadable", 0) + c.get("records_invalid", 0) + late,
+        "records_sampled": c.get("records_sampled", progress.get("records_sampled", 0)),
+        "records_explained": c.get("records_explained", progress.get("explained", 0)),
+        "records_failed": failed,
+        "records_committed": c.get("whylake.explanations.committed", 0),
+        "records_already_present": c.get("whylake.explanations.already_present", 0),
+        "replica_lag": c.get("replica_lag")
+        if "replica_indexed" in c or "replica_lag" in c
+        else None,
+        "warnings": warnings,
+    }
+
+
 def _record(catalog: Any, started: RunRecord, summary: StreamSummary) -> None:
-    """The final manifest row (counts as seen by this process's workers)."""
+    """The final manifest row, with the pipeline's counters as last read before it stopped."""
     counts = summary.counts
     try:
         record_run(
@@ -154,10 +209,7 @@ def _record(catalog: Any, started: RunRecord, summary: StreamSummary) -> None:
                 status=summary.status,
                 finished_at=datetime.now(UTC),
                 elapsed_s=summary.elapsed_s,
-                records_read=counts.get("kafka_read", 0),
-                records_sampled=counts.get("records_sampled", 0),
-                records_explained=counts.get("explained", 0),
-                records_committed=counts.get("committed", 0),
+                **manifest_counts(summary.counters, counts),
                 snapshot_ids=snapshots_of_run(catalog, started.run_id),
             ),
         )

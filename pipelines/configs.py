@@ -117,12 +117,21 @@ class StreamJobConfig:
     store: StoreConfig
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "whylake-stream"
-    # Fixed event-time windows: a record is committed once the watermark passes its window's
-    # end (about window_s + max_out_of_orderness_s after it was produced); shorter windows
-    # mean lower latency and more, smaller commits.
+    # The latency trade-off. Fixed event-time windows fire when the watermark passes their
+    # end, so a record waits for the rest of its window (window_s / 2 on average, window_s at
+    # most) plus max_out_of_orderness_s before its sample is explained and committed. Shorter
+    # windows: lower latency, but more and smaller Iceberg commits (one per window, tenant
+    # and day: `whylake compact` merges the files later) and smaller sampling strata (the
+    # budget applies per window). Longer windows: fewer, larger commits, higher latency.
     window_s: float = 5.0
+    # Records of a window that already fired are added as a late pane while the watermark is
+    # less than this past the window's end; later than that they are dead-lettered (stage
+    # `late`). Offsets are committed only after this has passed, so it also bounds replay.
     allowed_lateness_s: float = 30.0
     max_out_of_orderness_s: float = 1.0
+    # Beam's own allowed lateness is allowed_lateness_s + this: a record the reader judged in
+    # time cannot be dropped by the runner while it travels from the reader to the window.
+    late_margin_s: float = 5.0
     batch_rows: int = 5000
     runner: str = "PrismRunner"
     prism_location: str | None = None  # a local Prism binary (Beam would download one)
@@ -136,6 +145,8 @@ class StreamJobConfig:
             raise ConfigError(f"window_s must be positive, got {self.window_s}")
         if self.allowed_lateness_s < 0:
             raise ConfigError(f"allowed_lateness_s must not be negative: {self.allowed_lateness_s}")
+        if self.late_margin_s < 0:
+            raise ConfigError(f"late_margin_s must not be negative: {self.late_margin_s}")
         if self.runner == "PrismRunner" and not self.prism_location:
             raise ConfigError(
                 "the Prism runner needs a local binary: give --prism-location (make up builds "
@@ -153,6 +164,8 @@ class StreamJobConfig:
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
             max_out_of_orderness_s=self.max_out_of_orderness_s,
+            window_s=self.window_s,
+            allowed_lateness_s=self.allowed_lateness_s,
             consumer_config=self.kafka_config,
         )
 
@@ -166,6 +179,7 @@ class StreamJobConfig:
             "window_s": self.window_s,
             "allowed_lateness_s": self.allowed_lateness_s,
             "max_out_of_orderness_s": self.max_out_of_orderness_s,
+            "late_margin_s": self.late_margin_s,
             "runner": self.runner,
             "runner_args": list(self.runner_args),
             "kafka_config": {

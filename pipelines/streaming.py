@@ -3,6 +3,7 @@
 Same stages as the batch job (validate, sample, explain, check, append), per event-time window:
 
     Kafka --ReadFromKafkaTopic--> window (fixed, allowed lateness, one pane per firing)
+      (one element per poll and window: a KafkaBatch; records past the lateness come late-flagged)
       --ParseKafkaRecords--> validate --> sample (same combiner, strata per window pane)
       --> explain --> check --> AppendToIceberg (per pane, tenant and day) --> OpenSearch
                                            \\-> CommitKafkaOffsets (after the Iceberg commits)
@@ -40,7 +41,9 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
         window.FixedWindows(config.window_s),
         trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
         accumulation_mode=trigger.AccumulationMode.DISCARDING,
-        allowed_lateness=Duration.of(config.allowed_lateness_s),
+        # The reader dead-letters records past allowed_lateness_s itself; the margin keeps the
+        # runner from dropping one the reader let through (see StreamJobConfig.late_margin_s).
+        allowed_lateness=Duration.of(config.allowed_lateness_s + config.late_margin_s),
     )
     parsed = windowed | "Parse" >> ParseKafkaRecords(
         ParseConfig(config.run_id, kafka, batch_rows=config.batch_rows)
@@ -49,7 +52,9 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
         "ExplainAndStore" >> ExplainAndStore(config.store)
     )
     offsets = parsed.offsets | "CommitOffsets" >> CommitKafkaOffsets(
-        CommitOffsetsConfig(kafka, allowed_lateness_s=config.allowed_lateness_s),
+        CommitOffsetsConfig(
+            kafka, allowed_lateness_s=config.allowed_lateness_s + config.late_margin_s
+        ),
         after=(stored["commits"], stored["dead_letter_commits"]),
     )
     return {**stored, "offsets": offsets}

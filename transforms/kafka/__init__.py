@@ -6,11 +6,15 @@ Three transforms, each in its own module, used together by `pipelines/streaming.
   `OffsetRange(start, ∞)` claimed offset by offset, a watermark estimator (bounded
   out-of-orderness over the records' Kafka timestamps, advanced to wall-clock time while the
   partition is caught up), and a checkpoint (`ProcessContinuation.resume`) every poll so each
-  bundle stays short. Each record carries `claimed_from`: the first offset it covers, so the
-  records of a partition tile its offsets without gaps (control records, compaction).
-- `ParseKafkaRecords`: JSON -> Arrow RecordBatches of the inference schema, one batch per
-  window per bundle (a batch takes one window); malformed values -> dead letters; and one
-  offset ledger per bundle: which offsets fell into which window.
+  bundle stays short. It emits one `KafkaBatch` per poll and event-time window (not one
+  element per message). Each message carries `claimed_from`: the first offset it covers, so
+  the messages of a partition tile its offsets without gaps (control records, compaction).
+  Records whose window ended more than the allowed lateness before the reader's watermark
+  come in a `late` batch stamped at the watermark, so the runner cannot drop them unseen.
+- `ParseKafkaRecords`: JSON -> Arrow RecordBatches of the inference schema (msgspec, column
+  by column: `decode.py`), one batch per window per bundle; malformed values and late
+  records -> dead letters; and one offset ledger per bundle: which offsets fell into which
+  window.
 - `CommitKafkaOffsets`: commits, per partition, the offset below which every record's window
   is *finished* — the watermark after the Iceberg commits has passed the window's end plus the
   allowed lateness, so every pane of it, on time or late, is durable in Iceberg.
@@ -36,7 +40,7 @@ the job died is re-read as one pane on restart, so its late records may be sampl
 different (still correct for that pane) inclusion probability; ids stay unique.
 """
 
-from whylake.transforms.kafka.config import KafkaReadConfig, KafkaRecord
+from whylake.transforms.kafka.config import KafkaBatch, KafkaReadConfig, KafkaRecord
 from whylake.transforms.kafka.ledger import OffsetLedger, advance_frontier
 from whylake.transforms.kafka.offsets import (
     CommitKafkaOffsets,
@@ -51,6 +55,7 @@ __all__ = [
     "CommitKafkaOffsets",
     "CommitOffsetsConfig",
     "CommittedOffset",
+    "KafkaBatch",
     "KafkaReadConfig",
     "KafkaRecord",
     "OffsetLedger",

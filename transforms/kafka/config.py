@@ -19,6 +19,13 @@ class KafkaReadConfig:
     max_records_per_poll: int = 5000
     poll_timeout_s: float = 0.2
     max_out_of_orderness_s: float = 1.0  # the watermark trails the newest timestamp by this
+    # Each poll is cut into one batch per event-time window of this size (the pipeline's
+    # window), so a batch is a single Beam element that lands in a single window.
+    window_s: float = 5.0
+    # A record whose window ended more than this before the reader's watermark is late: it
+    # is emitted at the watermark, flagged, and dead-lettered downstream instead of being
+    # dropped by the runner (None: never flag, let the runner decide).
+    allowed_lateness_s: float | None = None
     # Extra librdkafka settings (TLS, SASL); credential-like values are Secrets.
     consumer_config: tuple[tuple[str, str | Secret], ...] = ()
 
@@ -31,6 +38,10 @@ class KafkaReadConfig:
             raise ConfigError("max_records_per_poll and poll_timeout_s must be positive")
         if self.max_out_of_orderness_s < 0:
             raise ConfigError("max_out_of_orderness_s must not be negative")
+        if self.window_s <= 0:
+            raise ConfigError(f"window_s must be positive, got {self.window_s}")
+        if self.allowed_lateness_s is not None and self.allowed_lateness_s < 0:
+            raise ConfigError("allowed_lateness_s must not be negative")
 
     def librdkafka_settings(self) -> dict[str, str]:
         """The extra settings as librdkafka takes them (secrets revealed, for the client only)."""
@@ -68,6 +79,32 @@ class KafkaReadConfig:
                 f"({topic.error if topic else 'unknown topic'}); create it first"
             )
         return sorted(topic.partitions)
+
+
+class KafkaBatch(NamedTuple):
+    """The messages of one poll of one partition that fall into one event-time window.
+
+    Message i covers offsets [claimed_from[i], offsets[i]]; together a partition's batches
+    tile its offsets without gaps. `late` batches hold records past the allowed lateness,
+    re-timestamped at the reader's watermark so that no runner drops them unseen.
+    """
+
+    topic: str
+    partition: int
+    offsets: tuple[int, ...]
+    claimed_from: tuple[int, ...]
+    timestamps_ms: tuple[int, ...]
+    values: tuple[bytes | None, ...]
+    late: bool = False
+
+    def records(self) -> list[KafkaRecord]:
+        """The batch as single records (for tests and tools)."""
+        return [
+            KafkaRecord(self.topic, self.partition, o, c, t, None, v)
+            for o, c, t, v in zip(
+                self.offsets, self.claimed_from, self.timestamps_ms, self.values, strict=True
+            )
+        ]
 
 
 class KafkaRecord(NamedTuple):

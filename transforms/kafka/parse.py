@@ -6,6 +6,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -17,14 +18,14 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from whylake.schemas.dead_letter import dead_letter
-from whylake.schemas.errors import ConfigError, InvalidRecordError
-from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
+from whylake.schemas.errors import ConfigError
 from whylake.transforms.dead_letters import DEAD_LETTERS
-from whylake.transforms.kafka.config import KafkaReadConfig, KafkaRecord
+from whylake.transforms.kafka.config import KafkaBatch, KafkaReadConfig
+from whylake.transforms.kafka.decode import decode_messages
 from whylake.transforms.kafka.ledger import OffsetLedger, merge_ranges
 from whylake.transforms.kafka.positions import committed_positions
 from whylake.transforms.progress import report
-from whylake.transforms.read import coerce_json_row, peek_ids
+from whylake.transforms.read import peek_ids
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ class ParseConfig:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
 
 
-class ParseKafkaRecords(beam.PTransform[PCollection[KafkaRecord], pvalue.DoOutputsTuple]):
-    """Windowed KafkaRecords -> `records` (RecordBatch per window), `dead_letters`, `offsets`.
+class ParseKafkaRecords(beam.PTransform[PCollection[KafkaBatch], pvalue.DoOutputsTuple]):
+    """Windowed KafkaBatches -> `records` (RecordBatch per window), `dead_letters`, `offsets`.
+
+    Late batches (past the allowed lateness) become dead letters of stage `late`.
 
     `offsets`: one OffsetLedger per window per bundle, timestamped at the oldest record it
     covers, for `CommitKafkaOffsets`.
@@ -56,10 +59,10 @@ class ParseKafkaRecords(beam.PTransform[PCollection[KafkaRecord], pvalue.DoOutpu
         super().__init__()
         self.config = config
 
-    def expand(self, records: PCollection[KafkaRecord]) -> pvalue.DoOutputsTuple:
+    def expand(self, records: PCollection[KafkaBatch]) -> pvalue.DoOutputsTuple:
         return records | "ParseToBatches" >> beam.ParDo(
             _ParseToBatchesFn(self.config)
-        ).with_input_types(KafkaRecord).with_output_types(pa.RecordBatch).with_outputs(
+        ).with_input_types(KafkaBatch).with_output_types(pa.RecordBatch).with_outputs(
             DEAD_LETTERS, OFFSETS, main="records"
         )
 
@@ -73,6 +76,7 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
         self.read = Metrics.counter("whylake", "records_read")
         self.unreadable = Metrics.counter("whylake", "records_unreadable")
         self.replayed = Metrics.counter("whylake", "records_replayed_skipped")
+        self.late = Metrics.counter("whylake", "records_late")
 
     def setup(self) -> None:
         # Windows finished before a restart: their re-read records are dropped (docstring, 3.).
@@ -87,7 +91,8 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
             log.warning("could not read finished windows from Kafka (%s); none skipped", exc)
 
     def start_bundle(self) -> None:
-        self.rows: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        self.batches: dict[Any, list[pa.RecordBatch]] = defaultdict(list)
+        self.rows: dict[Any, int] = defaultdict(int)
         self.oldest: dict[Any, Timestamp] = {}
         self.ledger: dict[Any, dict[int, list[tuple[int, int]]]] = defaultdict(
             lambda: defaultdict(list)
@@ -96,57 +101,87 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
 
     def process(
         self,
-        record: KafkaRecord,
+        batch: KafkaBatch,
         window: Any = beam.DoFn.WindowParam,
         timestamp: Timestamp = beam.DoFn.TimestampParam,
     ) -> Iterator[Any]:
-        self.read.inc()
+        n = len(batch.offsets)
+        self.read.inc(n)
         end_ms = int(window.end.micros // 1000)
-        self.ledger[window][record.partition].append((record.claimed_from, record.offset))
+        covered = zip(batch.claimed_from, batch.offsets, strict=True)
+        self.ledger[window][batch.partition].extend(covered)
         if window not in self.ledger_oldest or timestamp < self.ledger_oldest[window]:
             self.ledger_oldest[window] = timestamp
-        if end_ms in self.finished.get(record.partition, ()):
-            self.replayed.inc()
+        sources = [f"kafka://{batch.topic}/{batch.partition}@{o}" for o in batch.offsets]
+        if batch.late:
+            yield from self._late(batch, sources)
             return
-        source = f"kafka://{record.topic}/{record.partition}@{record.offset}"
-        try:
-            if record.value is None:
-                raise InvalidRecordError("the Kafka message has no value")
-            row = coerce_json_row(record.value.decode("utf-8"))
-        except (ValueError, TypeError, KeyError, InvalidRecordError) as exc:
+        if end_ms in self.finished.get(batch.partition, ()):
+            self.replayed.inc(n)
+            return
+        decoded = decode_messages(batch.values, sources)
+        for refused in decoded.refused:
             self.unreadable.inc()
-            text = (record.value or b"").decode("utf-8", errors="replace")
-            partial = peek_ids(text)
+            partial = peek_ids(refused.text)
             yield pvalue.TaggedOutput(
                 DEAD_LETTERS,
                 dead_letter(
                     run_id=self.config.run_id,
                     stage="read",
-                    error=exc,
+                    error=refused.error,
+                    record=refused.text,
+                    source=sources[refused.index],
+                    tenant_id=partial.get("tenant_id"),
+                    request_id=partial.get("request_id"),
+                ),
+            )
+        if decoded.batch.num_rows == 0:
+            return
+        self.batches[window].append(decoded.batch)
+        self.rows[window] += decoded.batch.num_rows
+        if window not in self.oldest or timestamp < self.oldest[window]:
+            self.oldest[window] = timestamp
+        if self.rows[window] >= self.config.batch_rows:
+            yield self._batch(window)
+
+    def _late(self, batch: KafkaBatch, sources: list[str]) -> Iterator[Any]:
+        """Records past the allowed lateness: a dead letter each, never a silent drop."""
+        lateness = self.config.kafka.allowed_lateness_s
+        window_ms = int(self.config.kafka.window_s * 1000)
+        for ts_ms, value, source in zip(batch.timestamps_ms, batch.values, sources, strict=True):
+            self.late.inc()
+            report("records_late", 1)
+            text = (value or b"").decode("utf-8", errors="replace")
+            partial = peek_ids(text)
+            end = datetime.fromtimestamp((ts_ms // window_ms + 1) * window_ms / 1000, UTC)
+            yield pvalue.TaggedOutput(
+                DEAD_LETTERS,
+                dead_letter(
+                    run_id=self.config.run_id,
+                    stage="late",
+                    error=(
+                        f"event time {datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat()} "
+                        f"falls in a window that ended at {end.isoformat()}, more than the "
+                        f"allowed lateness ({lateness:g} s) before the stream's watermark; "
+                        "replay it with the batch job or raise --allowed-lateness-s"
+                    ),
+                    error_type="LateRecord",
                     record=text,
                     source=source,
                     tenant_id=partial.get("tenant_id"),
                     request_id=partial.get("request_id"),
                 ),
             )
-            return
-        if row.get("source_id") is None:
-            row["source_id"] = source
-        rows = self.rows[window]
-        rows.append(row)
-        if window not in self.oldest or timestamp < self.oldest[window]:
-            self.oldest[window] = timestamp
-        if len(rows) >= self.config.batch_rows:
-            yield self._batch(window)
 
     def _batch(self, window: Any) -> WindowedValue:
+        batches = self.batches.pop(window)
         rows = self.rows.pop(window)
-        report("read", len(rows))
-        batch = pa.RecordBatch.from_pylist(rows, schema=INFERENCE_ARROW_SCHEMA)
-        return WindowedValue(batch, self.oldest.pop(window), [window])
+        report("read", rows)
+        merged = batches[0] if len(batches) == 1 else _concat(batches)
+        return WindowedValue(merged, self.oldest.pop(window), [window])
 
     def finish_bundle(self) -> Iterator[Any]:
-        for window in list(self.rows):
+        for window in list(self.batches):
             yield self._batch(window)
         topic = self.config.kafka.topic
         for window, per_partition in self.ledger.items():
@@ -160,3 +195,7 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
                 OFFSETS,
                 WindowedValue(OffsetLedger(topic, entries), self.ledger_oldest[window], [window]),
             )
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]

@@ -14,8 +14,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
 from whylake.transforms.kafka import (
+    KafkaBatch,
     KafkaReadConfig,
-    KafkaRecord,
     OffsetLedger,
     ParseConfig,
     ParseKafkaRecords,
@@ -78,9 +78,9 @@ def _event(request_id: str) -> bytes:
     ).encode()
 
 
-def _record(offset: int, value: bytes, claimed_from: int | None = None) -> KafkaRecord:
+def _record(offset: int, value: bytes, claimed_from: int | None = None) -> KafkaBatch:
     start = offset if claimed_from is None else claimed_from
-    return KafkaRecord("t", 0, offset, start, int(T0 * 1000), None, value)
+    return KafkaBatch("t", 0, (offset,), (start,), (int(T0 * 1000),), (value,))
 
 
 def _parse(records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
@@ -108,7 +108,7 @@ def test_parse_on_create_batches_valid_records_and_dead_letters_the_rest() -> No
         stamped = (
             p
             | beam.Create(records)
-            | beam.Map(lambda r: window.TimestampedValue(r, r.timestamp_ms / 1000))
+            | beam.Map(lambda r: window.TimestampedValue(r, r.timestamps_ms[0] / 1000))
         )
         _check(_parse(stamped))
 
@@ -129,3 +129,64 @@ def test_parse_on_test_stream_gives_the_same_outputs() -> None:
 def test_a_ledger_is_a_plain_tuple() -> None:
     ledger = OffsetLedger("t", ((1000, 0, ((0, 3),)),))
     assert ledger.entries[0][2] == ((0, 3),)
+
+
+def test_one_batch_of_many_messages_gives_the_same_outputs() -> None:
+    (a,), (b,), (c,) = (
+        _record(0, _event("r-0")).values,
+        _record(1, b"{broken").values,
+        _record(3, _event("r-2")).values,
+    )
+    ms = int(T0 * 1000)
+    batch = KafkaBatch("t", 0, (0, 1, 3), (0, 1, 2), (ms, ms, ms), (a, b, c))
+    with TestPipeline(runner="FnApiRunner") as p:
+        stamped = p | beam.Create([batch]) | beam.Map(lambda b: window.TimestampedValue(b, T0))
+        _check(_parse(stamped))
+
+
+def test_a_late_batch_becomes_dead_letters_of_stage_late_and_still_covers_its_offsets() -> None:
+    ms = int(T0 * 1000) - 600_000  # ten minutes before the watermark it is stamped at
+    late = KafkaBatch("t", 0, (7, 8), (7, 8), (ms, ms), (_event("r-7"), b"{not json"), late=True)
+    config = ParseConfig(
+        "run-1",
+        KafkaReadConfig(topic="t", window_s=5, allowed_lateness_s=30),
+        skip_finished_windows=False,
+    )
+    with TestPipeline(runner="FnApiRunner") as p:
+        parsed = (
+            p
+            | beam.Create([late])
+            | beam.Map(lambda b: window.TimestampedValue(b, T0))
+            | beam.WindowInto(window.FixedWindows(5))
+            | ParseKafkaRecords(config)
+        )
+        assert_that(
+            parsed.records | "Ids" >> beam.FlatMap(lambda b: b.column("request_id").to_pylist()),
+            equal_to([]),
+            label="none explained",
+        )
+        dead = parsed.dead_letters | "Dead" >> beam.Map(
+            lambda d: (
+                d.stage,
+                d.error_type,
+                d.source,
+                d.request_id,
+                "allowed lateness" in d.error_message,
+            )
+        )
+        assert_that(
+            dead,
+            equal_to(
+                [
+                    ("late", "LateRecord", "kafka://t/0@7", "r-7", True),
+                    ("late", "LateRecord", "kafka://t/0@8", None, True),
+                ]
+            ),
+            label="dead",
+        )
+        covered = parsed.offsets | "Covered" >> beam.FlatMap(
+            lambda ledger: [
+                o for _, _, r in ledger.entries for lo, hi in r for o in range(lo, hi + 1)
+            ]
+        )
+        assert_that(covered, equal_to([7, 8]), label="ledger")
