@@ -11,9 +11,15 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual
 
 from whylake.lake.catalog import EXPLANATIONS
-from whylake.lake.opensearch import IndexOutcome, OpenSearchConfig, index_records
+from whylake.lake.opensearch import (
+    IndexOutcome,
+    OpenSearchConfig,
+    ensure_template,
+    index_records,
+)
 from whylake.schemas.errors import ConfigError
 from whylake.schemas.ids import check_tenant
+from whylake.schemas.opensearch import TOP_K, top_field
 
 
 def backfill(
@@ -26,7 +32,9 @@ def backfill(
     """Index every explanation with event_ts on or after `since` (optionally one tenant).
 
     Iceberg is the system of record; documents keep their explanation ids, so a backfill over
-    documents already present overwrites them and adds nothing.
+    documents already present overwrites them and adds nothing. While it loads, the indices
+    it writes have refresh off and no replicas (a bulk load's usual settings); afterwards
+    they get the configured refresh interval and replica count back, and are refreshed.
     """
     start = datetime(since.year, since.month, since.day, tzinfo=UTC)
     expr: BooleanExpression = GreaterThanOrEqual("event_ts", start.isoformat())
@@ -34,16 +42,57 @@ def backfill(
         expr = And(EqualTo("tenant_id", check_tenant(tenant)), expr)
     client = config.client()
     known: set[str] = set()
+    loading: set[str] = set()
     indexed = failed = 0
     error = None
     try:
+        ensure_template(client, config)
         for rows in _chunks(catalog, expr, chunk):
+            _prepare_for_load(client, config, rows, loading)
             outcome = index_records(client, config, rows, known)
             indexed, failed = indexed + outcome.indexed, failed + outcome.failed
             error = error or outcome.error
     finally:
-        client.close()
+        try:
+            _restore_after_load(client, config, loading)
+        finally:
+            client.close()
     return IndexOutcome(indexed, failed, error)
+
+
+BULK_LOAD_SETTINGS = {"refresh_interval": "-1", "number_of_replicas": 0}
+
+
+def _prepare_for_load(
+    client: Any, config: OpenSearchConfig, rows: list[dict[str, Any]], loading: set[str]
+) -> None:
+    """Create (from the template) or switch each new target index to bulk-load settings."""
+    from opensearchpy.exceptions import RequestError
+
+    names = {config.index_for(r["tenant_id"], r["event_ts"].astimezone(UTC).date()) for r in rows}
+    for name in sorted(names - loading):
+        if client.indices.exists(index=name):
+            client.indices.put_settings(index=name, body={"index": BULK_LOAD_SETTINGS})
+        else:
+            try:
+                client.indices.create(index=name, body={"settings": {"index": BULK_LOAD_SETTINGS}})
+            except RequestError as exc:  # a live writer created it meanwhile
+                if "resource_already_exists_exception" not in str(exc):
+                    raise
+                client.indices.put_settings(index=name, body={"index": BULK_LOAD_SETTINGS})
+        loading.add(name)
+
+
+def _restore_after_load(client: Any, config: OpenSearchConfig, loading: set[str]) -> None:
+    if not loading:
+        return
+    names = ",".join(sorted(loading))
+    settings = {
+        "refresh_interval": config.refresh_interval,
+        "number_of_replicas": config.number_of_replicas,
+    }
+    client.indices.put_settings(index=names, body={"index": settings})
+    client.indices.refresh(index=names)
 
 
 def _chunks(catalog: Catalog, expr: BooleanExpression, size: int) -> Iterator[list[dict[str, Any]]]:
@@ -85,7 +134,7 @@ class SearchQuery:
 
     tenant_id: str
     request_id: str | None = None
-    feature: str | None = None  # explanations where this feature's |attribution| >= min_value
+    feature: str | None = None  # this feature in the top k with |attribution| >= min_abs
     min_abs_attribution: float = 0.0
     since: datetime | None = None
     until: datetime | None = None
@@ -107,24 +156,21 @@ def search(
             window["lt"] = query.until.isoformat()
         must.append({"range": {"event_ts": window}})
     if query.feature:
+        # Flat top-k fields (schemas/opensearch.py): the feature at some rank 1..k with at
+        # least this |attribution|. Exact for features in an explanation's top k.
         threshold = abs(query.min_abs_attribution)
-        must.append(
+        ranks = [
             {
-                "nested": {
-                    "path": "attributions",
-                    "query": {
-                        "bool": {
-                            "must": [{"term": {"attributions.feature": query.feature}}],
-                            "should": [
-                                {"range": {"attributions.value": {"gte": threshold}}},
-                                {"range": {"attributions.value": {"lte": -threshold}}},
-                            ],
-                            "minimum_should_match": 1,
-                        }
-                    },
+                "bool": {
+                    "filter": [
+                        {"term": {f"{top_field(rank)}.feature": query.feature}},
+                        {"range": {f"{top_field(rank)}.abs_value": {"gte": threshold}}},
+                    ]
                 }
             }
-        )
+            for rank in range(1, TOP_K + 1)
+        ]
+        must.append({"bool": {"should": ranks, "minimum_should_match": 1}})
     own = client is None
     client = client if client is not None else config.client()
     try:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.conftest import DAY, TEST_HASH_KEY, DemoHome
 from whylake.lake.catalog import DEAD_LETTERS, RUNS, CatalogConfig, ensure_tables, open_catalog
+from whylake.lake.opensearch import OpenSearchConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 OPENSEARCH = f"http://127.0.0.1:{os.environ.get('WHYLAKE_OPENSEARCH_PORT', '9200')}"
@@ -163,7 +164,7 @@ def test_replica_backfill_search_and_retention_commands(
         )
         assert fill.returncode == 0, fill.stdout + fill.stderr
         assert f"indexed {rows.num_rows} documents, 0 failed" in fill.stdout
-        client.indices.refresh(index=f"whylake-explanations-{tenant}-*")
+        client.indices.refresh(index=OpenSearchConfig(OPENSEARCH).tenant_pattern(tenant))
         request = rows["request_id"][0].as_py()
         found = whylake("search", "--tenant", tenant, "--request-id", request, *url, cwd=tmp_path)
         assert found.returncode == 0, found.stderr
@@ -171,5 +172,7 @@ def test_replica_backfill_search_and_retention_commands(
         kept = whylake("replica", "retention", "--days", "3650", *url, cwd=tmp_path)
         assert kept.returncode == 0 and "deleted 0 indices" in kept.stdout
     finally:
-        client.indices.delete(index=f"whylake-explanations-{tenant}-*", ignore_unavailable=True)
+        client.indices.delete(
+            index=OpenSearchConfig(OPENSEARCH).tenant_pattern(tenant), ignore_unavailable=True
+        )
         client.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -13,8 +13,16 @@ from tests.integration.conftest import DAY, DemoHome
 from whylake.jobs.batch_job import run_batch
 from whylake.lake.catalog import EXPLANATIONS
 from whylake.lake.opensearch import OpenSearchConfig
-from whylake.lake.replica import SearchQuery, backfill, retention, search
+from whylake.lake.replica import (
+    SearchQuery,
+    _prepare_for_load,
+    _restore_after_load,
+    backfill,
+    retention,
+    search,
+)
 from whylake.schemas.ids import check_tenant
+from whylake.schemas.opensearch import TOP_K
 
 pytestmark = pytest.mark.integration
 # The node `make up` starts (infra/services.sh honours WHYLAKE_OPENSEARCH_PORT too).
@@ -33,7 +41,17 @@ def replica() -> OpenSearchConfig:
             pytest.fail(f"no OpenSearch at {URL}: start it with `make up` (infra/services.sh)")
         yield config
     finally:
+        _drop(config)
+        client.close()
+
+
+def _drop(config: OpenSearchConfig) -> None:
+    client = config.client()
+    try:
         client.indices.delete(index=f"{config.index_prefix}-*", ignore_unavailable=True)
+        if client.indices.exists_index_template(name=config.index_prefix):
+            client.indices.delete_index_template(name=config.index_prefix)
+    finally:
         client.close()
 
 
@@ -88,9 +106,7 @@ def test_unreachable_replica_leaves_iceberg_whole_and_backfill_catches_up(
         backfill(demo_home.catalog(), config, DAY)  # a second backfill adds nothing
         assert sum(_documents(config).values()) == len(expected)
     finally:
-        client = config.client()
-        client.indices.delete(index=f"{config.index_prefix}-*", ignore_unavailable=True)
-        client.close()
+        _drop(config)
 
 
 def test_a_tenant_search_never_returns_another_tenants_records(
@@ -114,14 +130,28 @@ def test_feature_and_time_range_query(demo_home: DemoHome, replica: OpenSearchCo
     backfill(demo_home.catalog(), replica, DAY)
     _documents(replica)
     hits = search(
-        replica, SearchQuery(tenant_id="globex", feature="bmi", min_abs_attribution=5.0, size=500)
+        replica,
+        SearchQuery(tenant_id="globex", feature="bmi", min_abs_attribution=5.0, size=5000),
     )
-    assert hits
-    for doc in hits:
-        bmi = next(a for a in doc["attributions"] if a["feature"] == "bmi")
-        assert abs(bmi["value"]) >= 5.0
-    from datetime import datetime
-
+    # The same question answered from Iceberg: bmi among the top 5 by |attribution|, >= 5.
+    rows = (
+        demo_home.catalog()
+        .load_table(EXPLANATIONS)
+        .scan(selected_fields=("explanation_id", "tenant_id", "attributions"))
+        .to_arrow()
+        .to_pylist()
+    )
+    expected = set()
+    for row in rows:
+        top = sorted(row["attributions"], key=lambda a: abs(a["value"]), reverse=True)[:TOP_K]
+        if row["tenant_id"] == "globex" and any(
+            a["feature"] == "bmi" and abs(a["value"]) >= 5.0 for a in top
+        ):
+            expected.add(row["explanation_id"])
+    assert expected, "the demo data should have explanations driven by bmi"
+    assert {d["explanation_id"] for d in hits} == expected
+    for doc in hits:  # the full list is still stored
+        assert len(doc["attributions"]) > len(doc["top_features"]) == TOP_K
     none = search(replica, SearchQuery(tenant_id="globex", since=datetime(2030, 1, 1, tzinfo=UTC)))
     assert none == []
 
@@ -135,3 +165,45 @@ def test_retention_drops_only_indices_older_than_the_window(
     deleted = retention(replica, days=30, today=date(2027, 1, 15))
     assert deleted and all(DAY.strftime("%Y.%m.%d") in name for name in deleted)
     assert _documents(replica) == Counter()
+
+
+def test_indices_come_from_the_template_with_flat_top_k_and_an_alias(
+    demo_home: DemoHome, replica: OpenSearchConfig
+) -> None:
+    backfill(demo_home.catalog(), replica, DAY)
+    client = replica.client()
+    try:
+        name = replica.index_for("acme", DAY)
+        mapping = client.indices.get_mapping(index=name)[name]["mappings"]
+        props = mapping["properties"]
+        assert props["attributions"] == {"type": "object", "enabled": False}
+        assert all(p.get("type") != "nested" for p in props.values())
+        assert props["top_features"] == {"type": "keyword"}
+        assert props["attribution_top_1"]["properties"]["abs_value"] == {"type": "double"}
+        settings = client.indices.get_settings(index=name)[name]["settings"]["index"]
+        # The backfill restored the template's values after loading with refresh off.
+        assert settings["refresh_interval"] == replica.refresh_interval
+        assert settings["number_of_replicas"] == str(replica.number_of_replicas)
+        aliased = client.indices.get_alias(name=replica.index_prefix)
+        assert name in aliased and len(aliased) == len(
+            client.indices.get(index=f"{replica.index_prefix}-*")
+        )
+    finally:
+        client.close()
+
+
+def test_bulk_load_settings_are_switched_on_and_restored(replica: OpenSearchConfig) -> None:
+    client = replica.client()
+    row = {"tenant_id": "initech", "event_ts": datetime(2026, 1, 2, tzinfo=UTC)}
+    name = replica.index_for("initech", date(2026, 1, 2))
+    loading: set[str] = set()
+    try:
+        _prepare_for_load(client, replica, [row], loading)
+        during = client.indices.get_settings(index=name)[name]["settings"]["index"]
+        assert during["refresh_interval"] == "-1" and loading == {name}
+        _restore_after_load(client, replica, loading)
+        after = client.indices.get_settings(index=name)[name]["settings"]["index"]
+        assert after["refresh_interval"] == replica.refresh_interval
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
+        client.close()
