@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from whylake.jobs import compact_commands
 from whylake.jobs.output import OUTPUTS, console, print_arrow
 from whylake.schemas.errors import ConfigError, WhylakeError
 
@@ -382,6 +383,7 @@ replica = typer.Typer(
     help="The OpenSearch hot replica (rebuildable from Iceberg).", no_args_is_help=True
 )
 app.add_typer(replica, name="replica")
+app.add_typer(compact_commands.app, name="compact")
 
 
 def _opensearch(url: str | None) -> Any:
