@@ -210,10 +210,18 @@ def stream(
     runner_arg: RunnerArgs = None,
     window_s: Annotated[
         float,
-        typer.Option(help="Event-time window, seconds: records commit about this long after"),
+        typer.Option(
+            help="Event-time window, seconds: the latency trade-off (a record commits up to "
+            "this + 1 s after its event; shorter windows mean more, smaller commits and "
+            "sampling strata)"
+        ),
     ] = 5.0,
     allowed_lateness_s: Annotated[
-        float, typer.Option(help="How late a record may be and still be explained, seconds")
+        float,
+        typer.Option(
+            help="How late a record may be and still be explained, seconds; later ones are "
+            "dead-lettered (stage late)"
+        ),
     ] = 30.0,
     policy: Policy = None,
     registry: Registry = None,

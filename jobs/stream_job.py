@@ -135,6 +135,12 @@ def run_stream(
         summary = StreamSummary(config.run_id, dict(counts), state, elapsed, counters)
         _record(catalog, started_row, summary)
     console.print(_progress_line(counts, elapsed) + f" — {state.lower()}", highlight=False)
+    final = manifest_counts(summary.counters, summary.counts)
+    console.print(
+        "run manifest: " + ", ".join(f"{k} {v}" for k, v in final.items() if k != "warnings"),
+        highlight=False,
+    )
+    log.debug("pipeline counters: %s", summary.counters)
     return summary
 
 
@@ -159,20 +165,33 @@ def _counters(result: Any) -> dict[str, int]:
     for counter in found:
         if counter.key.metric.namespace == "whylake":
             name = counter.key.metric.name
-            value = counter.committed if counter.committed is not None else counter.attempted
-            counters[name] = counters.get(name, 0) + int(value or 0)
+            # Prism reports some counters as attempted only (committed 0 or None).
+            value = max(int(counter.committed or 0), int(counter.attempted or 0))
+            counters[name] = counters.get(name, 0) + value
     return counters
 
 
 def manifest_counts(counters: dict[str, int], progress: dict[str, int]) -> dict[str, Any]:
-    """The run manifest's counts from the Beam counters (progress hooks when there are none).
+    """The run manifest's counts: per figure, the larger of the Beam counter and the progress
+    hooks' count. Prism reports the counters of a running streaming job only in part (stages
+    past a GroupByKey are often missing), while its LOOPBACK workers run in this process, so
+    the hooks see everything; on a distributed runner the counters are complete instead.
 
-    read = unreadable + late + invalid + valid (+ replayed windows skipped); every refused
-    record is a dead letter: unreadable (stage read), late (stage late), invalid (validate).
+    read = unreadable + late + invalid + valid (+ re-read records of finished windows);
+    every refused record is a dead letter: stage read, late or validate (invalid), explain
+    or check (failed).
     """
-    c = counters
-    late = c.get("records_late", progress.get("records_late", 0))
-    replayed = c.get("records_replayed_skipped", 0)
+
+    def n(*names: str, progress_name: str | None = None) -> int:
+        """Per name, the Beam counter or the hooks' count (of `progress_name` if given),
+        whichever is larger; summed over the names."""
+        if progress_name is not None:
+            return max(sum(counters.get(k, 0) for k in names), progress.get(progress_name, 0))
+        return sum(max(counters.get(k, 0), progress.get(k, 0)) for k in names)
+
+    late = n("dead_letters.late")
+    replayed = n("records_replayed_skipped")
+    failed = n("dead_letters.explain", "dead_letters.check")
     warnings = []
     if late:
         warnings.append(
@@ -180,20 +199,22 @@ def manifest_counts(counters: dict[str, int], progress: dict[str, int]) -> dict[
         )
     if replayed:
         warnings.append(f"{replayed} re-read records of windows finished before were skipped")
-    failed = c.get("records_failed_explain", 0) + c.get("records_failed_check", 0)
     if failed:
         warnings.append(f"{failed} sampled records could not be explained (dead letters)")
+    lag = n("replica_lag")
     return {
-        "records_read": c.get("records_read", progress.get("kafka_read", 0)),
-        "records_invalid": c.get("records_unreadable", 0) + c.get("records_invalid", 0) + late,
-        "records_sampled": c.get("records_sampled", progress.get("records_sampled", 0)),
-        "records_explained": c.get("records_explained", progress.get("explained", 0)),
+        "records_read": n("records_read", progress_name="kafka_read"),
+        "records_invalid": n("dead_letters.read", "dead_letters.late", "dead_letters.validate"),
+        "records_sampled": n("records_sampled"),
+        "records_explained": n("records_explained", progress_name="explained"),
         "records_failed": failed,
-        "records_committed": c.get("whylake.explanations.committed", 0),
-        "records_already_present": c.get("whylake.explanations.already_present", 0),
-        "replica_lag": c.get("replica_lag")
-        if "replica_indexed" in c or "replica_lag" in c
-        else None,
+        "records_committed": n(
+            "whylake.explanations.committed", progress_name="explanations.committed"
+        ),
+        "records_already_present": n(
+            "whylake.explanations.already_present", progress_name="explanations.already_present"
+        ),
+        "replica_lag": lag if lag or "replica_indexed" in counters else None,
         "warnings": warnings,
     }
 

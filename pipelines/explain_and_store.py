@@ -24,8 +24,9 @@ from whylake.transforms.write_opensearch import WriteToOpenSearch
 class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCollection[Any]]]):
     """{"records": Arrow batches, "dead_letters": upstream dead letters} -> commits.
 
-    Returns {"commits", "dead_letter_commits", "counts"}: the explanation and dead-letter
-    CommitResults and the sampler's per-stratum counts. Works per window, so the streaming job
+    Returns {"commits", "dead_letter_commits", "counts"} (+ "replicated" with a replica): the
+    explanation and dead-letter CommitResults, the sampler's per-stratum counts and the
+    replica's IndexOutcomes. Works per window, so the streaming job
     gets one sample and one set of commits per window firing.
     """
 
@@ -66,9 +67,12 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 emit_rows=config.opensearch is not None,
             )
         )
+        replicated = None
         if config.opensearch is not None:
             # Fed by rows whose Iceberg commit is durable: the replica never runs ahead.
-            _ = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(config.opensearch)
+            replicated = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(
+                config.opensearch
+            )
         dead = (
             (
                 inputs["dead_letters"],
@@ -77,7 +81,7 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 checked.dead_letters,
             )
             | "MergeDeadLetters" >> beam.Flatten()
-            | "CountDead" >> beam.Map(count, "dead_letters")
+            | "CountDead" >> beam.Map(count_dead_letter)
         )
         dead_commits = (
             dead
@@ -93,14 +97,15 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 to_dict=lambda d: d._asdict(),
             )
         ).commits
-        _ = appended.commits | "ReportCommitted" >> beam.Map(
-            lambda c: report("committed", c.rows_committed + c.rows_already_present)
-        )
-        return {
+        _ = appended.commits | "ReportCommitted" >> beam.Map(report_commit)
+        outputs = {
             "commits": appended.commits,
             "dead_letter_commits": dead_commits,
             "counts": sampled.counts,
         }
+        if replicated is not None:
+            outputs["replicated"] = replicated  # IndexOutcomes, one per bulk write
+        return outputs
 
     def display_data(self) -> dict[str, Any]:
         return {
@@ -116,3 +121,17 @@ def count(element: Any, stage: str) -> Any:
     Metrics.counter("whylake", stage).inc()
     report(stage, 1)
     return element
+
+
+def count_dead_letter(letter: Any) -> Any:
+    """Count a dead letter, in all and per stage (`dead_letters.<stage>`: read, late, ...)."""
+    count(letter, "dead_letters")
+    return count(letter, f"dead_letters.{letter.stage}")
+
+
+def report_commit(result: Any) -> Any:
+    """Tell the progress listeners what one explanation commit added and found present."""
+    report("committed", result.rows_committed + result.rows_already_present)
+    report("explanations.committed", result.rows_committed)
+    report("explanations.already_present", result.rows_already_present)
+    return result

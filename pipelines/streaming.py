@@ -55,7 +55,11 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
         CommitOffsetsConfig(
             kafka, allowed_lateness_s=config.allowed_lateness_s + config.late_margin_s
         ),
-        after=(stored["commits"], stored["dead_letter_commits"]),
+        # Offsets move only past windows whose Iceberg commits and replica writes are done:
+        # a window re-read after a crash is re-indexed too (the replica's exactly-once).
+        after=tuple(
+            stored[k] for k in ("commits", "dead_letter_commits", "replicated") if k in stored
+        ),
     )
     return {**stored, "offsets": offsets}
 

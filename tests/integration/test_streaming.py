@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +219,18 @@ def _produce(
     assert producer.flush(60) == 0, "the producer could not deliver every event"
 
 
+def _produce_at(topic: str, events: list[dict[str, Any]], when: datetime) -> None:
+    """Produce events stamped (event_ts and Kafka timestamp) at `when`."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": KAFKA})
+    for event in events:
+        event["event_ts"] = when.isoformat()
+        ms = int(when.timestamp() * 1000)
+        producer.produce(topic, json.dumps(event).encode(), key=event["request_id"], timestamp=ms)
+    assert producer.flush(60) == 0
+
+
 def _wait_for(what: str, predicate: Callable[[], bool], timeout_s: float, job: StreamJob) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -324,6 +336,11 @@ def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_
     events = _events(registry_root, topic, per_tenant=250)
     job.start()
     _produce(topic, events, rate=150, raw=(b'{"tenant_id": "acme", "request_id": broken',))
+    # Three events from ten minutes ago, long past the 2 s allowed lateness: dead letters.
+    # Produced once a window has committed, so the reader's watermark is surely past them.
+    _wait_for("a first committed window", lambda: len(_explanations(job.home)) > 0, 90, job)
+    late = _events(registry_root, f"{topic}-late", per_tenant=2)[:3]
+    _produce_at(topic, late, datetime.now(UTC) - timedelta(minutes=10))
     _wait_for("every offset committed", lambda: _offsets_at_end(topic), 120, job)
     assert job.stop() == 0, job.log()
 
@@ -345,10 +362,23 @@ def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_
     assert sampled == {k: min(budget, n) for k, n in population.items()}
     assert len(rows) < len(events), "the budget should have left events unexplained"
 
-    dead = _dead_letters(job.home)
+    dead = {d["stage"]: d for d in _dead_letters(job.home) if d["stage"] == "read"}
     assert len(dead) == 1, dead
-    assert dead[0]["stage"] == "read" and dead[0]["source"].startswith(f"kafka://{topic}/")
-    assert "broken" in dead[0]["record"]
+    assert dead["read"]["source"].startswith(f"kafka://{topic}/")
+    assert "broken" in dead["read"]["record"]
+    late_letters = [d for d in _dead_letters(job.home) if d["stage"] == "late"]
+    assert {d["request_id"] for d in late_letters} == {e["request_id"] for e in late}
+    assert all(d["error_type"] == "LateRecord" for d in late_letters)
+    assert len(_dead_letters(job.home)) == 1 + len(late)  # nothing else was refused
+
+    # The manifest's counts are the pipeline's own, not zeros.
+    (final,) = [r for r in _runs(job.home) if r["status"] == "stopped"]
+    assert final["records_read"] == len(events) + 1 + len(late)
+    assert final["records_invalid"] == 1 + len(late)
+    assert final["records_committed"] == len(rows)
+    assert final["records_sampled"] == final["records_explained"] == len(rows)
+    assert final["records_failed"] == 0 and final["records_already_present"] == 0
+    assert any("later than the allowed lateness" in w for w in final["warnings"])
 
 
 def test_killed_mid_stream_and_restarted_loses_nothing_and_doubles_nothing(

@@ -23,9 +23,11 @@ Exactly once in the tables, argued:
 
 1. Delivery is at least once: the reader starts at the group's committed offset, and an
    offset is committed only when every record below it belongs to a finished window. The
-   committer's input is the ledger flattened with the Iceberg commit results, so its event-time
-   timer for window W (at W.end + allowed lateness + margin) cannot fire before the commit
-   steps have processed every element of W: a Beam watermark never passes an element in flight.
+   committer's input is the ledger flattened with the Iceberg commit results and the
+   replica's write outcomes, so its event-time timer for window W (at W.end + allowed
+   lateness + margin) cannot fire before the commit and replica steps have processed every
+   element of W: a Beam watermark never passes an element in flight. A window re-read after
+   a crash is re-committed (a no-op) and re-indexed (same document ids).
 2. Redelivered records are deduplicated by the tables: explanation and dead-letter ids are
    deterministic (input + model + explainer config; stage + source + record), and
    `lake.commit.append_once` appends only keys that are not yet present, re-checking on retry.

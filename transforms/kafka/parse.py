@@ -118,6 +118,7 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
             return
         if end_ms in self.finished.get(batch.partition, ()):
             self.replayed.inc(n)
+            report("records_replayed_skipped", n)
             return
         decoded = decode_messages(batch.values, sources)
         for refused in decoded.refused:

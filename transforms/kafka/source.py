@@ -178,7 +178,7 @@ class _ReadPartitionFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         batches: dict[int, _BatchBuilder] = {}
         late_before_ms = self._late_before_ms(watermark)
         window_ms = int(self.config.window_s * 1000)
-        claimed_from, newest_ms, read, stopped = start, None, 0, False
+        claimed_from, newest_ms, oldest_ms, read, stopped = start, None, None, 0, False
         for message in messages:
             if message.error() is not None:
                 # Transport errors (broker down) are retried by librdkafka; resume later.
@@ -200,6 +200,8 @@ class _ReadPartitionFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             builder.add(offset, claimed_from, ts_ms, message.value())
             claimed_from, read = offset + 1, read + 1
             newest_ms = ts_ms if newest_ms is None else max(newest_ms, ts_ms)
+            if key != _LATE:
+                oldest_ms = ts_ms if oldest_ms is None else min(oldest_ms, ts_ms)
         for key, builder in batches.items():
             if key == _LATE:
                 assert late_before_ms is not None
@@ -218,7 +220,14 @@ class _ReadPartitionFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             return
         lag = self.config.max_out_of_orderness_s
         if newest_ms is not None:
-            self._advance(watermark, Timestamp.of(newest_ms / 1000.0 - lag))
+            to = newest_ms / 1000.0 - lag
+            if self.config.allowed_lateness_s is not None and oldest_ms is not None:
+                # One poll of a backlog (after a restart) can span minutes of event time. A
+                # watermark moved past all of it at once makes this poll's own oldest records
+                # late at the first aggregation downstream (Prism drops them there), so it
+                # moves at most the allowed lateness past them; the next polls move it on.
+                to = min(to, oldest_ms / 1000.0 + self.config.allowed_lateness_s)
+            self._advance(watermark, Timestamp.of(to))
         elif not messages and self._caught_up(consumer, topic, partition, claimed_from):
             # Nothing new and the broker says we are at the end: event time goes on anyway,
             # or an idle partition would hold every window open forever.
