@@ -379,6 +379,7 @@ def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_
     assert final["records_sampled"] == final["records_explained"] == len(rows)
     assert final["records_failed"] == 0 and final["records_already_present"] == 0
     assert any("later than the allowed lateness" in w for w in final["warnings"])
+    assert not any("not accounted for" in w for w in final["warnings"]), final["warnings"]
 
 
 def test_killed_mid_stream_and_restarted_loses_nothing_and_doubles_nothing(

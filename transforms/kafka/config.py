@@ -64,14 +64,26 @@ class KafkaReadConfig:
         }
         return Consumer(settings)
 
-    def partitions(self, timeout_s: float = 10.0) -> list[int]:
-        """The topic's partitions, asking the broker; raises if it cannot be reached."""
+    def partitions(self, timeout_s: float = 60.0) -> list[int]:
+        """The topic's partitions, asking the broker; retries while it is unreachable (a
+        broker restarting while the job starts) and raises after timeout_s."""
+        import time
+
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(
             {"bootstrap.servers": self.bootstrap_servers, **self.librdkafka_settings()}
         )
-        meta = admin.list_topics(topic=self.topic, timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                meta = admin.list_topics(topic=self.topic, timeout=min(10.0, timeout_s))
+                break
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
         topic = meta.topics.get(self.topic)
         if topic is None or topic.error is not None or not topic.partitions:
             raise InvalidRecordError(

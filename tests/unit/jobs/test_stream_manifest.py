@@ -27,6 +27,14 @@ def test_counts_come_from_counters_or_progress_hooks_whichever_saw_more() -> Non
     assert got["replica_lag"] is None  # no replica configured: no counter at all
     assert any("3 records later than the allowed lateness" in w for w in got["warnings"])
     assert any("7 re-read records" in w for w in got["warnings"])
+    # read 120 = 2 + 3 + 4 refused + 7 re-read skipped + valid; with no valid count, 104 are
+    # unaccounted for: the manifest says so instead of balancing silently.
+    assert any("104 records read are not accounted for" in w for w in got["warnings"])
+
+
+def test_balanced_counts_raise_no_warning() -> None:
+    counters = {"records_read": 10, "dead_letters.read": 1, "records_valid": 9}
+    assert manifest_counts(counters, {})["warnings"] == []
 
 
 def test_a_replica_that_indexed_everything_reports_zero_lag() -> None:
