@@ -223,6 +223,13 @@ def stream(
             "dead-lettered (stage late)"
         ),
     ] = 30.0,
+    poll_s: Annotated[
+        float,
+        typer.Option(
+            help="How long one poll collects messages, seconds: one validation call each "
+            "(longer: less CPU per record, up to this much more latency)"
+        ),
+    ] = 0.5,
     policy: Policy = None,
     registry: Registry = None,
     device: Device = None,
@@ -256,6 +263,7 @@ def stream(
         group_id=group_id,
         window_s=window_s,
         allowed_lateness_s=allowed_lateness_s,
+        poll_s=poll_s,
         runner=runner,
         prism_location=options.prism_location(prism_location) if runner == "PrismRunner" else None,
         runner_args=tuple(runner_arg or ()),

@@ -132,6 +132,11 @@ class StreamJobConfig:
     # Beam's own allowed lateness is allowed_lateness_s + this: a record the reader judged in
     # time cannot be dropped by the runner while it travels from the reader to the window.
     late_margin_s: float = 5.0
+    # How long one poll of a partition collects messages (up to 5,000): each poll is one
+    # bundle, validated in one call of the expectation suite, which costs ~150 ms per call
+    # whatever its size (bench/streaming.py's profile). Longer polls: far less CPU per record
+    # at moderate rates, up to this much more latency.
+    poll_s: float = 0.5
     batch_rows: int = 5000
     runner: str = "PrismRunner"
     prism_location: str | None = None  # a local Prism binary (Beam would download one)
@@ -145,6 +150,8 @@ class StreamJobConfig:
             raise ConfigError(f"window_s must be positive, got {self.window_s}")
         if self.allowed_lateness_s < 0:
             raise ConfigError(f"allowed_lateness_s must not be negative: {self.allowed_lateness_s}")
+        if self.poll_s <= 0:
+            raise ConfigError(f"poll_s must be positive: {self.poll_s}")
         if self.late_margin_s < 0:
             raise ConfigError(f"late_margin_s must not be negative: {self.late_margin_s}")
         if self.runner == "PrismRunner" and not self.prism_location:
@@ -166,6 +173,7 @@ class StreamJobConfig:
             max_out_of_orderness_s=self.max_out_of_orderness_s,
             window_s=self.window_s,
             allowed_lateness_s=self.allowed_lateness_s,
+            poll_timeout_s=self.poll_s,
             consumer_config=self.kafka_config,
         )
 
@@ -180,6 +188,7 @@ class StreamJobConfig:
             "allowed_lateness_s": self.allowed_lateness_s,
             "max_out_of_orderness_s": self.max_out_of_orderness_s,
             "late_margin_s": self.late_margin_s,
+            "poll_s": self.poll_s,
             "runner": self.runner,
             "runner_args": list(self.runner_args),
             "kafka_config": {

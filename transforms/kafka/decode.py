@@ -2,9 +2,10 @@
 
 Fast path: msgspec decodes each message straight into a typed struct (in C: types, required
 fields, an RFC 3339 time with a zone), and the columns are built once per batch. Measured on
-this machine with the demo's records (30 features): 6-8 us per message against 45 us for
-`json.loads` + `coerce_json_row` + `RecordBatch.from_pylist`; pyarrow's JSON reader took 19 us,
-since the feature maps differ per model and it infers a struct over their union.
+this machine with the demo's records (bench/streaming.py's profile, 20,000 events, load ~8):
+8 us per message against 31 us for `json.loads` + `coerce_json_row` +
+`RecordBatch.from_pylist`; pyarrow's JSON reader took 19 us (measured apart), since the
+feature maps differ per model and it infers a struct over their union.
 
 Anything the fast path refuses or cannot vouch for (a type msgspec rejects, an empty feature
 map, a non-finite number, a time msgspec does not read) is decoded again by the reference
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, NamedTuple
 
 import msgspec
 import numpy as np
@@ -155,10 +156,3 @@ def _to_batch(events: list[_Event]) -> pa.RecordBatch:
     )
     columns["flags"] = pa.array([e.flags for e in events], schema.field("flags").type)
     return pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
-
-
-def as_row(batch: pa.RecordBatch, index: int) -> dict[str, Any]:
-    """One row of a decoded batch as a dict (features as a dict), e.g. for a dead letter."""
-    row: dict[str, Any] = batch.slice(index, 1).to_pylist()[0]
-    row["features"] = dict(row["features"])
-    return row
