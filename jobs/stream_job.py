@@ -117,7 +117,7 @@ def run_stream(
             if max_runtime_s is not None and time.monotonic() - t0 >= max_runtime_s:
                 break
             if time.monotonic() >= next_report:
-                next_report += progress_every_s
+                next_report = time.monotonic() + progress_every_s  # no catch-up bursts
                 counters = _counters(result) or counters
                 console.print(_progress_line(counts, time.monotonic() - t0), highlight=False)
         counters = _counters(result) or counters
