@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         "notes": "latency is the whole whylake search call (client + HTTP + query) on loopback",
         "settings": {
             "url": args.url,
+            "documents": args.documents,
             "chunk": args.chunk,
             "bulk_batch": config.batch_size,
             "bulk_threads": config.threads,

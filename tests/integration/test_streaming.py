@@ -83,9 +83,19 @@ def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class StreamJob:
     """One `whylake stream` subprocess; restartable; killed with its process group."""
 
-    def __init__(self, home: Path, topic: str, policy: Path, registry: Path, bootstrap: str):
+    def __init__(
+        self,
+        home: Path,
+        topic: str,
+        policy: Path,
+        registry: Path,
+        bootstrap: str,
+        runner_args: tuple[str, ...] = (),
+    ):
         self.home, self.topic, self.policy, self.registry = home, topic, policy, registry
         self.bootstrap = bootstrap
+        # Default: Prism. Anything else: e.g. ("--runner=FlinkRunner", "--runner-arg=...").
+        self.runner_args = runner_args or (f"--prism-location={PRISM}",)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -106,7 +116,7 @@ class StreamJob:
             f"--window-s={WINDOW_S}",
             "--allowed-lateness-s=2",
             f"--opensearch-url={OPENSEARCH}",
-            f"--prism-location={PRISM}",
+            *self.runner_args,
         ]
         env = {**os.environ, "WHYLAKE_HASH_KEY": TEST_HASH_KEY.reveal()}
         self.proc = subprocess.Popen(
@@ -140,11 +150,13 @@ class StreamJob:
 def job_factory(tmp_path: Path, registry_root: Path) -> Iterator[Callable[..., StreamJob]]:
     jobs: list[StreamJob] = []
 
-    def make(topic: str, policy: Path, bootstrap: str = KAFKA) -> StreamJob:
+    def make(
+        topic: str, policy: Path, bootstrap: str = KAFKA, runner_args: tuple[str, ...] = ()
+    ) -> StreamJob:
         home = tmp_path / f"home-{len(jobs)}"
         home.mkdir()
         ensure_tables(open_catalog(CatalogConfig.embedded(home)))
-        job = StreamJob(home, topic, policy, registry_root, bootstrap)
+        job = StreamJob(home, topic, policy, registry_root, bootstrap, runner_args)
         jobs.append(job)
         return job
 
