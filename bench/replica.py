@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
             "cores": os.cpu_count(),
             "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
             "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+            "load_average_before_after": [
+                round(load_at_start[0], 2),
+                round(os.getloadavg()[0], 2),
+            ],
         },
         "server": client.info()["version"]["number"],
     }

@@ -516,6 +516,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if rate > 0
     ]
     results["machine"]["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["load_average_before_after"] = [
+        results["machine"]["load_average_1_5_15_at_start"][0],
+        round(os.getloadavg()[0], 2),
+    ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(json.dumps(results, indent=2, sort_keys=True))
