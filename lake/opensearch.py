@@ -138,9 +138,9 @@ def index_records(
     The index template is put once per `known_indices` set (a writer's lifetime); the
     indices themselves are created by the bulk request that first names them, and an index
     that already exists is checked once for an older schema version (`upgrade_mapping`).
-    Bulk requests go out `config.threads` at a time. A failed pass is retried with exponential backoff
-    (bounded by max_retries; indexing by id is idempotent); a document OpenSearch rejects is
-    counted as failed, never dropped silently.
+    Bulk requests go out `config.threads` at a time. A failed pass is retried with
+    exponential backoff (bounded by max_retries; indexing by id is idempotent); a document
+    OpenSearch rejects is counted as failed, never dropped silently.
     """
     from opensearchpy import OpenSearchException
 

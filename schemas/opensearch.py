@@ -39,7 +39,9 @@ TEXT_FIELDS = frozenset({"summary", "input_text"})
 # Stored for display, never searched: indexing them would only cost space.
 UNINDEXED_FIELDS = frozenset({"explainer_config", "explainer_versions"})
 # Kept whole in _source for display and reconstruction, not indexed at all.
-STORED_ONLY_FIELDS = frozenset({"attributions", "counterfactuals", "shap_values"})
+STORED_ONLY_FIELDS = frozenset(
+    {"attributions", "token_attributions", "counterfactuals", "shap_values"}
+)
 # The flat, searchable top-k of the attributions (derived by `top_attributions`).
 TOP_K = 5
 TOP_FEATURES = "top_features"
