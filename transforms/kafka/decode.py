@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -31,41 +31,41 @@ from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
 from whylake.transforms.read import coerce_json_row
 
 
-class _Event(msgspec.Struct):
-    """The inference record as the fast path accepts it (unknown fields are ignored)."""
+def _event_struct() -> Any:
+    """The inference record as the fast path accepts it, derived from the Arrow schema: the
+    required fields typed, every optional string or double column `T | None` (unknown fields
+    are ignored). A column of another type has to be added here, or importing fails."""
+    required: list[tuple[str, Any]] = [
+        ("tenant_id", str),
+        ("request_id", str),
+        ("event_ts", Annotated[datetime, msgspec.Meta(tz=True)]),
+        ("model_id", str),
+        ("model_version", str),
+        ("features", dict[str, float]),
+        ("score", float),
+    ]
+    optional: list[tuple[str, Any, None]] = [("flags", list[str] | None, None)]
+    named = {n for n, _ in required} | {"flags"}
+    for f in INFERENCE_ARROW_SCHEMA:
+        if f.name in named:
+            continue
+        if pa.types.is_large_string(f.type) or pa.types.is_string(f.type):
+            optional.append((f.name, str | None, None))
+        elif pa.types.is_floating(f.type):
+            optional.append((f.name, float | None, None))
+        else:
+            raise TypeError(f"decode.py has no fast path for column {f.name} ({f.type})")
+    return msgspec.defstruct("_Event", [*required, *optional])
 
-    tenant_id: str
-    request_id: str
-    event_ts: Annotated[datetime, msgspec.Meta(tz=True)]
-    model_id: str
-    model_version: str
-    features: dict[str, float]
-    score: float
-    predicted_class: str | None = None
-    confidence: float | None = None
-    label: str | None = None
-    user_id: str | None = None
-    trust_tier: str | None = None
-    flags: list[str] | None = None
-    risk_score: float | None = None
-    source_id: str | None = None
-    input_hash: str | None = None
 
-
+_Event: Any = _event_struct()
 _DECODER = msgspec.json.Decoder(_Event)
-_STRINGS = (
-    "tenant_id",
-    "request_id",
-    "model_id",
-    "model_version",
-    "predicted_class",
-    "label",
-    "user_id",
-    "trust_tier",
-    "source_id",
-    "input_hash",
+_STRINGS = tuple(
+    f.name
+    for f in INFERENCE_ARROW_SCHEMA
+    if pa.types.is_large_string(f.type) or pa.types.is_string(f.type)
 )
-_FLOATS = ("score", "confidence", "risk_score")
+_FLOATS = tuple(f.name for f in INFERENCE_ARROW_SCHEMA if pa.types.is_floating(f.type))
 
 
 class Refused(NamedTuple):
@@ -86,7 +86,7 @@ class Decoded(NamedTuple):
 
 def decode_messages(values: Sequence[bytes | None], sources: Sequence[str]) -> Decoded:
     """Decode messages; `sources[i]` fills a record's `source_id` when the message has none."""
-    events: list[_Event] = []
+    events: list[Any] = []
     indices: list[int] = []
     refused: list[Refused] = []
     for i, value in enumerate(values):
@@ -104,25 +104,23 @@ def decode_messages(values: Sequence[bytes | None], sources: Sequence[str]) -> D
     return Decoded(_to_batch(events), indices, refused)
 
 
-def _fast(value: bytes | None) -> _Event | None:
+def _fast(value: bytes | None) -> Any:
     if value is None:
         return None
     try:
         event = _DECODER.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    numbers = [event.score, *event.features.values()]
-    if event.confidence is not None:
-        numbers.append(event.confidence)
-    if event.risk_score is not None:
-        numbers.append(event.risk_score)
+    numbers = [*event.features.values()]
+    numbers.extend(v for name in _FLOATS if (v := getattr(event, name)) is not None)
     # msgspec reads 1e400 as inf; the reference path refuses non-finite numbers with a reason.
+    # A text model's record may have no features: the reference path decides those.
     if not event.features or not all(map(math.isfinite, numbers)):
         return None
     return event
 
 
-def _slow(value: bytes | None) -> _Event:
+def _slow(value: bytes | None) -> Any:
     """The reference path: accepts exactly what the file reader accepts, or raises why not."""
     if value is None:
         raise InvalidRecordError("the Kafka message has no value")
@@ -131,7 +129,7 @@ def _slow(value: bytes | None) -> _Event:
     return _Event(**{k: row.get(k) for k in _Event.__struct_fields__})
 
 
-def _to_batch(events: list[_Event]) -> pa.RecordBatch:
+def _to_batch(events: list[Any]) -> pa.RecordBatch:
     """Columns built once per batch: one list per field, the feature maps from flat arrays."""
     columns: dict[str, pa.Array] = {}
     schema = INFERENCE_ARROW_SCHEMA

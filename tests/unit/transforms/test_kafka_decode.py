@@ -58,6 +58,9 @@ DAMAGES: list[tuple[str, Any]] = [
     ("model_version", 1),
     ("extra_field", [1, 2, 3]),
     ("request_id", "ü-ñicode-✓"),
+    ("text", "a text model's input"),
+    ("text", 7),
+    ("features", {}),  # with a text above: accepted (a text model); alone: refused
 ]
 
 
