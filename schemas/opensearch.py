@@ -21,7 +21,7 @@ from whylake.schemas.explanation import EXPLANATION_SCHEMA, EXPLANATION_SCHEMA_V
 # Free text a person searches in; every other string is an exact-match keyword.
 TEXT_FIELDS = frozenset({"summary", "input_text"})
 # Stored for display, never searched: indexing them would only cost space.
-UNINDEXED_FIELDS = frozenset({"explainer_config", "explainer_versions"})
+UNINDEXED_FIELDS = frozenset({"explainer_config", "explainer_versions", "explanation_plan"})
 # Lists of structs searched field-with-value (e.g. feature = x AND value > y) need `nested`.
 NESTED_FIELDS = frozenset({"attributions"})
 
