@@ -90,6 +90,26 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _grant(
+    tenant: str, request: Request, authorization: Annotated[str | None, Header()] = None
+) -> KeyGrant:
+    """The caller's grant for `tenant`: 401 without a valid key, 404 for another tenant's key."""
+    keys: ApiKeys = request.app.state.keys
+    grant = keys.grant_for(_bearer(authorization))
+    if grant is None:
+        raise HTTPException(
+            status_code=401,
+            detail="give an API key: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if grant.tenant_id != tenant:
+        raise _not_found()  # the same answer as a record that does not exist
+    return grant
+
+
+Grant = Annotated[KeyGrant, Depends(_grant)]
+
+
 def create_app(config: ApiConfig) -> FastAPI:
     """The ASGI application; its lifespan starts and stops the lake watcher."""
     catalog = open_catalog(config.catalog)
@@ -121,21 +141,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         summary="Tenant-scoped explanations, tiered views, letters and an event stream.",
         lifespan=lifespan,
     )
-    app.state.watcher, app.state.hub = watcher, hub
-
-    def grant_of(tenant: str, authorization: Annotated[str | None, Header()] = None) -> KeyGrant:
-        grant = config.keys.grant_for(_bearer(authorization))
-        if grant is None:
-            raise HTTPException(
-                status_code=401,
-                detail="give an API key: Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if grant.tenant_id != tenant:
-            raise _not_found()  # the same answer as a record that does not exist
-        return grant
-
-    Grant = Annotated[KeyGrant, Depends(grant_of)]
+    app.state.watcher, app.state.hub, app.state.keys = watcher, hub, config.keys
 
     def lookup(tenant: str, request_id: str, as_of: str | None) -> tuple[Reconstruction, str]:
         try:

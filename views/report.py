@@ -398,7 +398,8 @@ def _history(rec: Reconstruction) -> str:
         f"<tr{' class=current' if h['explanation_id'] == current else ''}>"
         f"<td>{_time(h['explained_at'])}</td><td>{_e(h['model_version'])}</td>"
         f"<td>{_e(h['explainer_method'])}</td><td>{_e(h['run_id'])}</td>"
-        f"<td><code>{_e(str(h['explanation_id'])[:16])}…</code></td></tr>"
+        f"<td><code>{_e(str(h['explanation_id'])[:16])}…</code></td>"
+        f"<td>{_e((h.get('latest_review') or {}).get('decision'))}</td></tr>"
         for h in rec.history
     )
     note = (
@@ -407,7 +408,8 @@ def _history(rec: Reconstruction) -> str:
     )
     table = (
         "<table class=grid-table><tr><th>Explained at</th><th>Model version</th>"
-        f"<th>Method</th><th>Run</th><th>Explanation id</th></tr>{rows}</table>"
+        f"<th>Method</th><th>Run</th><th>Explanation id</th><th>Latest review</th></tr>{rows}"
+        "</table>"
     )
     return _card(f"History ({len(rec.history)})", f"{table}<p class=note>{note}</p>")
 
