@@ -63,7 +63,11 @@
       status("", false);
       await showHistory();
     } catch (err) {
-      $("view").textContent = "";
+      // Nothing of a previous answer stays on screen next to an error.
+      for (const id of ["view", "meta"]) $(id).textContent = "";
+      $("view-title").textContent = "View";
+      fill("history", [], []);
+      fill("reviews", [], []);
       status(err.message, true);
     }
   }
