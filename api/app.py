@@ -122,7 +122,9 @@ def create_app(config: ApiConfig) -> FastAPI:
         poll_s=config.poll_s,
         retention_days=config.retention_days,
     )
-    replica_client = config.opensearch.client() if config.opensearch else None
+    # One connection per worker thread of the server's thread pool (anyio's default: 40), so
+    # concurrent lookups do not open and drop a connection each (urllib3's pool default is 1).
+    replica_client = config.opensearch.client(pool_maxsize=40) if config.opensearch else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
