@@ -20,7 +20,7 @@ from pyiceberg.catalog import Catalog
 
 from tests.browser import require_chromium
 from tests.integration.api_server import serving
-from tests.unit.lake.conftest import EVENT_DAY, append_explanations, explanation_row
+from tests.unit.lake.conftest import append_explanations, explanation_row
 from whylake.api.app import ApiConfig
 from whylake.api.keys import ApiKeys, key_digest
 from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
@@ -48,6 +48,7 @@ RECENT = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 @dataclass
 class Api:
     base: str
+    home: Path
     catalog: Catalog
     replica: OpenSearchConfig
     between: datetime  # after r-1's first explanation, before its second
@@ -116,7 +117,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     )
     try:
         with serving(config) as base:
-            yield Api(base, catalog, replica, between)
+            yield Api(base, home, catalog, replica, between)
     finally:
         client.indices.delete(index=f"{replica.index_prefix}-*", ignore_unavailable=True)
         client.close()
@@ -326,3 +327,49 @@ def test_the_auditor_page_in_a_real_browser(api: Api, tmp_path: Path) -> None:
         driver.save_screenshot(str(tmp_path / "auditor-page.png"))
     finally:
         driver.quit()
+
+
+def test_whylake_serve_starts_from_the_command_line(api: Api, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from whylake.api.keys import add_key
+
+    keys = tmp_path / "keys.yaml"
+    key = add_key(keys, "acme", max_tier=1)
+    assert key not in keys.read_text()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHYLAKE_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "whylake.jobs.cli", "serve", "--home", str(api.home),
+         "--keys", str(keys), "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                if httpx.get(base + "/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {key}"}
+        one = httpx.get(f"{base}/v1/tenants/acme/explanations/r-1", headers=headers, timeout=30)
+        assert one.status_code == 200 and one.json()["source"] == "iceberg"  # no replica given
+        deeper = httpx.get(
+            f"{base}/v1/tenants/acme/explanations/r-1?tier=3", headers=headers, timeout=30
+        )
+        assert deeper.status_code == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    no_keys = subprocess.run(
+        [sys.executable, "-m", "whylake.jobs.cli", "serve", "--home", str(api.home)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert no_keys.returncode == 2 and "--keys" in no_keys.stdout + no_keys.stderr

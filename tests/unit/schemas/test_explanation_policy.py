@@ -1,4 +1,4 @@
-"""The explanation policy: validated YAML, defaults per tenant, a content hash that tracks the rules."""
+"""The explanation policy: validated YAML, per-tenant defaults, a hash that tracks the rules."""
 
 from __future__ import annotations
 
