@@ -24,8 +24,8 @@ from whylake.registry.kinds import kind_for, to_score
 from whylake.registry.store import LoadedModel
 from whylake.transforms.explainers.config import ExplainConfig
 from whylake.transforms.explainers.model_calls import NumpyModel
-from whylake.transforms.explanation_records import Computed
 from whylake.transforms.explanation_plan import RowPlan
+from whylake.transforms.explanation_records import Computed
 from whylake.transforms.sampling.policy import SamplingPolicies
 
 Row = dict[str, Any]
