@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -390,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
             server.kill()
         client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
         client.close()
+        shutil.rmtree(home, ignore_errors=True)
     result = {
         "benchmark": "api",
         "goals": GOAL,
