@@ -44,7 +44,7 @@ lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	  $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
 	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers
 
-bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M and 10M records through the batch job, 2% explained -> bench/results/batch.json, batch-10m.json
 	$(PY) -m bench.batch
@@ -66,6 +66,9 @@ bench-stream: up ## Kafka -> Prism -> Iceberg/OpenSearch events/s and latency ->
 bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/results/replica.json
 	$(PY) -m bench.replica
 
+bench-api: up ## whylake serve: lookup p50/p99 at 50 clients, 500 SSE streams -> bench/results/api.json
+	$(PY) -m bench.api $(BENCH_ARGS)
+
 up: setup ## Fetch pinned servers, build Prism + SeaweedFS, install Chromium; start OpenSearch, Kafka, MLflow, SeaweedFS
 	$(INFRA) fetch opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest
 	$(INFRA) up opensearch kafka mlflow seaweedfs
@@ -82,4 +85,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage up up-all down status clean

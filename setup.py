@@ -8,7 +8,7 @@ package-dir mapping does this for wheels and for editable installs alike.
 from setuptools import find_packages, setup
 
 # Every root folder that installs, as whylake.<folder>. A new one must be added here.
-ROOTS = ("schemas", "registry", "lake", "transforms", "pipelines", "views", "jobs")
+ROOTS = ("schemas", "registry", "lake", "transforms", "pipelines", "views", "api", "jobs")
 
 PACKAGES = find_packages(include=[*ROOTS, *(f"{root}.*" for root in ROOTS)])
 

@@ -333,6 +333,44 @@ FIGURES: tuple[Figure, ...] = (
         _num(".1f", " ms"),
         "<= 30 ms",
     ),
+    Figure(
+        "API: lookup over the replica, 50 clients, p50",
+        "api.json",
+        ("lookup", "latency", "p50_ms"),
+        _num(".1f", " ms"),
+    ),
+    Figure(
+        "API: lookup over the replica, 50 clients, p99",
+        "api.json",
+        ("lookup", "latency", "p99_ms"),
+        _num(".1f", " ms"),
+        "<= 50 ms (issue 13)",
+    ),
+    Figure(
+        "API: lookups served",
+        "api.json",
+        ("lookup", "requests_per_s"),
+        _num(",.0f", " requests/s"),
+    ),
+    Figure(
+        "API: server CPU per lookup",
+        "api.json",
+        ("lookup", "server_cpu_ms_per_request"),
+        _num(".2f", " ms"),
+    ),
+    Figure(
+        "API: SSE streams that got all and only their tenant's events",
+        "api.json",
+        ("stream", "streams_with_exactly_their_events"),
+        _num(",d"),
+        "all 500",
+    ),
+    Figure(
+        "API: commit -> SSE event p99 (500 streams)",
+        "api.json",
+        ("stream", "commit_to_event", "p99_ms"),
+        _num(",.0f", " ms"),
+    ),
 )
 
 

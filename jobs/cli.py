@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from whylake.jobs import compact_commands
+from whylake.jobs import compact_commands, keys_commands, policy_commands, review_commands
 from whylake.jobs.output import OUTPUTS, console, print_arrow
 from whylake.schemas.errors import ConfigError, WhylakeError
 
@@ -54,6 +54,13 @@ Home = Annotated[
 # Options the batch and the streaming job share.
 Policy = Annotated[
     Path | None, typer.Option(help="Sampling policy YAML (default: the shipped one)")
+]
+ExplanationPolicy = Annotated[
+    Path | None,
+    typer.Option(
+        help="Explanation policy YAML: explainers by trust tier and risk, review thresholds, "
+        "templates (default: the shipped one)"
+    ),
 ]
 Registry = Annotated[
     Path | None, typer.Option(help="Model registry folder (default <home>/models)")
@@ -132,6 +139,7 @@ def _store(prefix: str, o: dict[str, Any]) -> Any:
         device=o["device"],
         opensearch=options.opensearch_config(o["opensearch_url"]),
         run_id=new_run_id(prefix),
+        explanation_policies=options.explanation_policies(o["explanation_policy"]),
     )
 
 
@@ -148,6 +156,7 @@ def batch(
     ] = "FnApiRunner",
     runner_arg: RunnerArgs = None,
     policy: Policy = None,
+    explanation_policy: ExplanationPolicy = None,
     registry: Registry = None,
     device: Device = None,
     ig_steps: IgSteps = 50,
@@ -231,6 +240,7 @@ def stream(
         ),
     ] = 0.5,
     policy: Policy = None,
+    explanation_policy: ExplanationPolicy = None,
     registry: Registry = None,
     device: Device = None,
     ig_steps: IgSteps = 50,
@@ -334,32 +344,151 @@ def sql(
     print_arrow(result, output)
 
 
+Tier = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=4,
+        help="Print this tier's view: 1 affected person, 2 operator, 3 auditor, 4 raw record",
+    ),
+]
+Lang = Annotated[str, typer.Option(help="Language of the wording (templates ship en)")]
+TemplateVersion = Annotated[
+    str | None,
+    typer.Option(help="Word the view with this template version (default: the record's own)"),
+]
+
+
 @app.command()
 def reconstruct(
     tenant: Annotated[str, typer.Option(help="The tenant that owns the request")],
     request_id: Annotated[str, typer.Option(help="The request to reconstruct")],
     as_of: Annotated[str | None, typer.Option(help="The record as it stood at this time")] = None,
     snapshot_id: Annotated[int | None, typer.Option(help="... or at this snapshot")] = None,
-    html: Annotated[Path | None, typer.Option(help="Also write a one-page HTML report")] = None,
+    tier: Tier = None,
+    lang: Lang = "en",
+    template_version: TemplateVersion = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a one-page HTML report of the tier (default 3)")
+    ] = None,
+    explanation_policy: ExplanationPolicy = None,
     home: Home = None,
 ) -> None:
-    """Print an explanation record as it stood at a past time or snapshot, as JSON."""
+    """Print an explanation record as it stood at a past time or snapshot (JSON, or a tier)."""
+    from whylake.jobs.options import explanation_policies
     from whylake.lake.reconstruct import reconstruct as rebuild
     from whylake.lake.reconstruct import to_json
+    from whylake.lake.reviews import with_reviews
 
-    rec = rebuild(
-        _catalog(home),
-        tenant,
-        request_id,
-        as_of=_parse_time(as_of) if as_of else None,
-        snapshot_id=snapshot_id,
+    catalog = _catalog(home)
+    rec = with_reviews(
+        catalog,
+        rebuild(
+            catalog,
+            tenant,
+            request_id,
+            as_of=_parse_time(as_of) if as_of else None,
+            snapshot_id=snapshot_id,
+        ),
     )
-    typer.echo(to_json(rec))
+    policies = explanation_policies(explanation_policy)
+    if tier is None:
+        typer.echo(to_json(rec))
+    else:
+        from whylake.views.tiers import build_view
+
+        view = build_view(
+            rec, tier, policies=policies, lang=lang, template_version=template_version
+        )
+        typer.echo(view.text.rstrip("\n"))
     if html:
         from whylake.views.report import write_html_report
 
-        write_html_report(rec, html)
+        write_html_report(
+            rec,
+            html,
+            tier or 3,
+            policies=policies,
+            lang=lang,
+            template_version=template_version,
+        )
         console.print(f"[green]report written to {html}[/green]", highlight=False)
+
+
+@app.command()
+def letter(
+    tenant: Annotated[str, typer.Option(help="The tenant that made the decision")],
+    request_id: Annotated[str, typer.Option(help="The request the letter explains")],
+    out: Annotated[Path, typer.Option(help="letter.html or letter.pdf")],
+    as_of: Annotated[str | None, typer.Option(help="The record as it stood at this time")] = None,
+    lang: Lang = "en",
+    template_version: TemplateVersion = None,
+    chromium: Annotated[
+        str | None, typer.Option(help="Browser that prints the PDF (default $WHYLAKE_CHROMIUM)")
+    ] = None,
+    explanation_policy: ExplanationPolicy = None,
+    home: Home = None,
+) -> None:
+    """Write the one-page explanation letter for the affected person (HTML or PDF)."""
+    from whylake.jobs import options
+    from whylake.lake.reconstruct import reconstruct as rebuild
+    from whylake.lake.reviews import with_reviews
+    from whylake.views.letter import LetterConfig, write_letter
+
+    catalog = _catalog(home)
+    rec = with_reviews(
+        catalog,
+        rebuild(catalog, tenant, request_id, as_of=_parse_time(as_of) if as_of else None),
+    )
+    path = write_letter(
+        rec,
+        out,
+        LetterConfig(chromium=options.chromium_path(chromium)),
+        policies=options.explanation_policies(explanation_policy),
+        lang=lang,
+        template_version=template_version,
+    )
+    console.print(f"[green]letter written to {path}[/green]", highlight=False)
+
+
+@app.command()
+def serve(
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="keys.yaml: sha256 of each API key -> tenant (default $WHYLAKE_API_KEYS)"
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    opensearch_url: OpenSearchUrl = None,
+    explanation_policy: ExplanationPolicy = None,
+    chromium: Annotated[
+        str | None, typer.Option(help="Browser that prints letters (default $WHYLAKE_CHROMIUM)")
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Serve the tenant-scoped HTTP API and the auditor page (FastAPI on uvicorn)."""
+    import uvicorn
+
+    from whylake.api.app import ApiConfig, create_app
+    from whylake.api.keys import ApiKeys
+    from whylake.jobs import options
+    from whylake.views.letter import LetterConfig
+
+    config = ApiConfig(
+        catalog=options.catalog_config(home),
+        keys=ApiKeys.load(options.api_keys_path(keys)),
+        opensearch=options.opensearch_config(opensearch_url),
+        policies=options.explanation_policies(explanation_policy),
+        letter=LetterConfig(chromium=options.chromium_path(chromium)),
+    )
+    console.print(
+        f"whylake API on http://{host}:{port}/ ({len(config.keys.grants)} keys; replica "
+        f"{config.opensearch.url if config.opensearch else 'off'})",
+        highlight=False,
+    )
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -400,6 +529,9 @@ replica = typer.Typer(
 )
 app.add_typer(replica, name="replica")
 app.add_typer(compact_commands.app, name="compact")
+app.add_typer(review_commands.app, name="review")
+app.add_typer(keys_commands.app, name="keys")
+app.add_typer(policy_commands.app, name="policy")
 
 
 def _opensearch(url: str | None) -> Any:

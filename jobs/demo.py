@@ -142,4 +142,29 @@ def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) ->
         text_report = home / "reports" / f"vandelay-{text_rec.request_id}.html"
         write_html_report(text_rec, text_report)
         console.print(f"HTML report with the tokens highlighted: {text_report}", highlight=False)
+    _views_and_letter(catalog, request_id, home, console)
     console.rule(f"done: run {summary.record.run_id} ({summary.status})")
+
+
+def _views_and_letter(catalog: object, request_id: str, home: Path, console: Console) -> None:
+    """Step 7: the Tier 1 view of that record, in words, and its explanation letter."""
+    from whylake.jobs.options import chromium_path
+    from whylake.lake.reconstruct import reconstruct
+    from whylake.lake.reviews import with_reviews
+    from whylake.views.letter import LetterConfig, write_letter
+    from whylake.views.tiers import build_view
+
+    console.rule("7. the acme record for the person it is about: Tier 1, and the letter")
+    rec = with_reviews(catalog, reconstruct(catalog, "acme", request_id))  # type: ignore[arg-type]
+    view = build_view(rec, 1)
+    console.print(
+        f"whylake reconstruct --tenant acme --request-id {request_id} --tier 1  "
+        f"(template {view.template_version})",
+        highlight=False,
+    )
+    # The view's first sentence: the decision, in the words the affected person reads.
+    console.print(view.text.splitlines()[0], highlight=False)
+    chromium = chromium_path()
+    letter = home / "letters" / f"acme-{request_id}.{'pdf' if chromium else 'html'}"
+    write_letter(rec, letter, LetterConfig(chromium=chromium))
+    console.print(f"letter: {letter}", highlight=False)

@@ -17,6 +17,7 @@ import torch
 from whylake.jobs.demo_kinds import KIND_DEMOS, kind_inputs, text_column
 from whylake.jobs.demo_models import DEMO_TENANTS, DEMO_VERSION
 from whylake.registry.store import ModelRegistry
+from whylake.schemas.ids import input_digest
 from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
 
 TRUST_TIERS = np.array(["gold", "silver", "bronze"])
@@ -93,7 +94,13 @@ def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: 
         pa.array(x.ravel(), pa.float64()),
     )
     ids = [f"{tenant}-{day:%Y%m%d}-{i:08d}" for i in range(n)]
-    input_hash = [hashlib.sha256(row.tobytes()).hexdigest()[:32] for row in x]
+    # The producer's hash of its input, in whylake's canonical form (schemas.ids.input_digest),
+    # so whylake can check it; a few producers hash something else (a stale feature vector),
+    # which whylake flags on the row (input_hash_mismatch) and routes to a person.
+    input_hash = [input_digest(names, row) for row in x]
+    stale = np.random.default_rng([seed, sum(tenant.encode()), 1]).random(n) < 0.002
+    for i in np.flatnonzero(stale):
+        input_hash[i] = hashlib.sha256(x[i].tobytes()).hexdigest()
     cols = {
         "tenant_id": pa.array([tenant] * n, pa.large_string()),
         "request_id": pa.array(ids, pa.large_string()),

@@ -18,6 +18,7 @@ from whylake.lake.catalog import CATALOG_NAME, CatalogConfig
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import STORAGE_PREFIXES, StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
+from whylake.schemas.explanation_policy import ExplanationPolicies
 from whylake.schemas.secrets import Secret
 
 ENV_HOME = "WHYLAKE_HOME"
@@ -159,8 +160,10 @@ def opensearch_config(url: str | None) -> OpenSearchConfig | None:
     if not url:
         return None
     password = os.environ.get("WHYLAKE_OPENSEARCH_PASSWORD")
+    prefix = os.environ.get("WHYLAKE_OPENSEARCH_INDEX_PREFIX")
     return OpenSearchConfig(
         url=url,
+        **({"index_prefix": prefix} if prefix else {}),
         username=os.environ.get("WHYLAKE_OPENSEARCH_USERNAME"),
         password=Secret(password, "env:WHYLAKE_OPENSEARCH_PASSWORD") if password else None,
         ca_certs=os.environ.get("WHYLAKE_OPENSEARCH_CA_CERTS"),
@@ -201,3 +204,39 @@ def key_values(
         secret = any(word in key.lower() for word in secret_words)
         out.append((key, Secret(value, f"setting {key}") if secret else value))
     return tuple(out)
+
+
+ENV_CHROMIUM = "WHYLAKE_CHROMIUM"
+ENV_API_KEYS = "WHYLAKE_API_KEYS"
+
+
+def chromium_path(option: str | None = None) -> str | None:
+    """The headless browser that prints letters: --chromium, WHYLAKE_CHROMIUM, /usr/bin/chromium."""
+    for given in (option, os.environ.get(ENV_CHROMIUM)):
+        if given:
+            if not Path(given).is_file():
+                raise ConfigError(f"Chromium {given!r} is not a file")
+            return given
+    default = Path("/usr/bin/chromium")
+    return str(default) if default.is_file() else None
+
+
+def api_keys_path(option: Path | None) -> Path:
+    """--keys, else WHYLAKE_API_KEYS; never a default, so a server cannot start open by mistake."""
+    given = option or (Path(os.environ[ENV_API_KEYS]) if os.environ.get(ENV_API_KEYS) else None)
+    if given is None:
+        raise ConfigError(
+            f"give --keys keys.yaml (or {ENV_API_KEYS}); create one with "
+            "`whylake keys add --tenant T --keys keys.yaml`"
+        )
+    return given
+
+
+def explanation_policies(path: Path | None) -> ExplanationPolicies:
+    """--explanation-policy, else the shipped schemas/policies/explanation.yaml."""
+    from whylake.transforms.explanation_plan import (
+        default_explanation_policy_file,
+        load_explanation_policies,
+    )
+
+    return load_explanation_policies(path or default_explanation_policy_file())

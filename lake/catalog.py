@@ -17,6 +17,7 @@ from pyiceberg.table import Table
 from whylake.schemas.dead_letter import DEAD_LETTER_PARTITION_SPEC, DEAD_LETTER_SCHEMA
 from whylake.schemas.errors import ConfigError
 from whylake.schemas.explanation import EXPLANATION_PARTITION_SPEC, EXPLANATION_SCHEMA
+from whylake.schemas.review import REVIEW_PARTITION_SPEC, REVIEW_SCHEMA
 from whylake.schemas.run_manifest import RUN_SCHEMA
 from whylake.schemas.secrets import Secret
 
@@ -25,6 +26,7 @@ NAMESPACE = "whylake"
 EXPLANATIONS = f"{NAMESPACE}.explanations"
 DEAD_LETTERS = f"{NAMESPACE}.dead_letters"
 RUNS = f"{NAMESPACE}.runs"
+REVIEWS = f"{NAMESPACE}.reviews"
 
 # pyiceberg's own retry re-applies a fast append on the refreshed table. Raised from its default
 # of 4, which lost 4 of 120 commits with 4 concurrent writers here (shared/NOTES.md); whylake
@@ -41,6 +43,7 @@ _TABLES: dict[str, tuple[Schema, PartitionSpec]] = {
     EXPLANATIONS: (EXPLANATION_SCHEMA, EXPLANATION_PARTITION_SPEC),
     DEAD_LETTERS: (DEAD_LETTER_SCHEMA, DEAD_LETTER_PARTITION_SPEC),
     RUNS: (RUN_SCHEMA, UNPARTITIONED_PARTITION_SPEC),
+    REVIEWS: (REVIEW_SCHEMA, REVIEW_PARTITION_SPEC),
 }
 
 # Catalog properties whose values are credentials (REST tokens, S3 / GCS keys, passwords).

@@ -56,7 +56,8 @@ class OpenSearchConfig:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.index_prefix):
             raise ConfigError(f"index_prefix {self.index_prefix!r}: lowercase letters, digits, -_")
 
-    def client(self) -> Any:
+    def client(self, pool_maxsize: int | None = None) -> Any:
+        """A client; `pool_maxsize` keeps that many connections for callers on many threads."""
         from opensearchpy import OpenSearch
 
         password = self.password.reveal() if self.password is not None else ""
@@ -70,6 +71,7 @@ class OpenSearchConfig:
             max_retries=0,
             ssl_show_warn=False,
             serializer=_orjson_serializer(),
+            **({"pool_maxsize": pool_maxsize} if pool_maxsize else {}),
         )
 
     def index_for(self, tenant_id: str, day: date) -> str:

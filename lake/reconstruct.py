@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,15 @@ from whylake.lake.catalog import EXPLANATIONS
 from whylake.schemas.errors import ConfigError, RecordNotFoundError, SnapshotNotFoundError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-HISTORY_FIELDS = ("explanation_id", "explained_at", "model_version", "explainer_method", "run_id")
+HISTORY_FIELDS = (
+    "explanation_id",
+    "explained_at",
+    "model_version",
+    "explainer_method",
+    "run_id",
+    "policy_hash",
+    "review_route",
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class Reconstruction:
     snapshot_committed_at: datetime
     history: list[dict[str, Any]]  # every record of the request visible then, oldest first
     as_of: datetime | None = None  # the time asked for, when reconstructed by time
+    # The request's human reviews visible at the same time, oldest first (lake.reviews).
+    reviews: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tenant_id(self) -> str:
@@ -93,7 +103,8 @@ def reconstruct(
         record=rows[-1],
         snapshot_id=snapshot.snapshot_id,
         snapshot_committed_at=committed_at,
-        history=[{k: r[k] for k in HISTORY_FIELDS} for r in rows],
+        # .get: rows written before a history column existed read it as null.
+        history=[{k: r.get(k) for k in HISTORY_FIELDS} for r in rows],
         as_of=as_of,
     )
 
@@ -163,8 +174,14 @@ def to_json(reconstruction: Reconstruction) -> str:
         "snapshot_committed_at": reconstruction.snapshot_committed_at,
         "record": reconstruction.record,
         "history": reconstruction.history,
+        "reviews": reconstruction.reviews,
     }
     return json.dumps(_jsonable(document), sort_keys=True, indent=2, allow_nan=False)
+
+
+def jsonable(value: Any) -> Any:
+    """A record (or any value) in strict-JSON types: ISO 8601 UTC times, NaN/inf as strings."""
+    return _jsonable(value)
 
 
 def _jsonable(value: Any) -> Any:

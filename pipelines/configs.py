@@ -16,6 +16,7 @@ from whylake.lake.catalog import CatalogConfig
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
+from whylake.schemas.explanation_policy import ExplanationPolicies
 from whylake.schemas.secrets import Secret
 from whylake.transforms.explainers.config import ExplainConfig
 from whylake.transforms.kafka import KafkaReadConfig
@@ -39,6 +40,9 @@ class StoreConfig:
     device: str | None = None  # None: cuda when the worker has one, else cpu
     opensearch: OpenSearchConfig | None = None  # the hot replica, when configured
     run_id: str = field(default_factory=new_run_id)
+    # Per tenant: explainer depth by trust tier and risk, review thresholds, templates
+    # (None: the shipped schemas/policies/explanation.yaml).
+    explanation_policies: ExplanationPolicies | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_key, Secret):

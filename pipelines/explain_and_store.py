@@ -51,6 +51,7 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 hash_key=config.hash_key,
                 explain=config.explain,
                 device=config.device,
+                explanation_policies=config.explanation_policies,
             )
         )
         checked = explained.explained | "Check" >> CheckExplanations(

@@ -69,3 +69,11 @@ class UnsupportedArtifactError(WhylakeError, ValueError):
 
 class MlflowSourceError(WhylakeError):
     """A model could not be fetched from the MLflow tracking server or its registry."""
+
+
+class LetterRenderError(WhylakeError):
+    """The browser that prints explanation letters to PDF failed or is missing."""
+
+
+class ApiKeysError(ConfigError):
+    """The API keys file is missing, malformed, or holds a key in plain text."""

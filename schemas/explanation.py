@@ -20,7 +20,10 @@ from pyiceberg.types import (
 
 # 2: model kinds (columns 90-119: model / explainer kind, the output explained, token
 # attributions, the estimator's standard error). Rows of version 1 read them as null.
-EXPLANATION_SCHEMA_VERSION = 2
+# 3: what the producer sent and the explanation policy (columns 120-149: trust tier,
+# confidence, label, risk, the producer's input hash, policy hash, template version, explainer
+# agreement, review route, the plan). Rows of versions 1 and 2 read them as null.
+EXPLANATION_SCHEMA_VERSION = 3
 
 ATTRIBUTION_TYPE = StructType(
     NestedField(41, "feature", StringType(), required=True),
@@ -102,7 +105,13 @@ EXPLANATION_SCHEMA = Schema(
     NestedField(
         16, "source", StringType(), required=False, doc="Input file / table / topic pointer"
     ),
-    NestedField(17, "policy_version", StringType(), required=True),
+    NestedField(
+        17,
+        "policy_version",
+        StringType(),
+        required=True,
+        doc="Since policy hashes: the same sha256 as policy_hash; earlier rows: a hand label",
+    ),
     NestedField(18, "schema_version", IntegerType(), required=True),
     NestedField(19, "summary", StringType(), required=True, doc="One plain-language sentence"),
     NestedField(20, "flags", ListType(21, StringType(), element_required=True), required=False),
@@ -210,6 +219,55 @@ EXPLANATION_SCHEMA = Schema(
         StringType(),
         required=False,
         doc="gradient (differentiable models) or search (gradient-free)",
+    ),
+    # 120-149: what the producer sent (kept as it came) and the explanation policy that ran.
+    # All optional: rows written before these columns existed read them as null.
+    NestedField(120, "trust_tier", StringType(), required=False, doc="As the producer sent it"),
+    NestedField(121, "confidence", DoubleType(), required=False, doc="As the producer sent it"),
+    NestedField(122, "label", StringType(), required=False, doc="Ground truth, when sent"),
+    NestedField(123, "risk_score", DoubleType(), required=False, doc="As the producer sent it"),
+    NestedField(
+        124, "producer_input_hash", StringType(), required=False, doc="The producer's input_hash"
+    ),
+    NestedField(
+        125,
+        "input_hash_mismatch",
+        BooleanType(),
+        required=False,
+        doc="producer_input_hash != input_hash; null when the producer sent none",
+    ),
+    NestedField(
+        126,
+        "policy_hash",
+        StringType(),
+        required=False,
+        doc="sha256 of the canonical form of the tenant's sampling + explanation policy",
+    ),
+    NestedField(
+        127, "template_version", StringType(), required=False, doc="Views' template set, e.g. v2"
+    ),
+    NestedField(
+        128,
+        "explainer_agreement",
+        DoubleType(),
+        required=False,
+        doc="Rank correlation of IG and SHAP over their top features; null with one method",
+    ),
+    NestedField(129, "agreement_method", StringType(), required=False),
+    NestedField(130, "review_route", StringType(), required=False, doc="auto / confirm / person"),
+    NestedField(
+        131,
+        "review_reasons",
+        ListType(132, StringType(), element_required=True),
+        required=False,
+        doc="Why the route is not auto, e.g. explainers_disagree, low_confidence",
+    ),
+    NestedField(
+        133,
+        "explanation_plan",
+        StringType(),
+        required=False,
+        doc="Canonical JSON of what the policy ran for this row (IG steps, SHAP, CF, limits)",
     ),
 )
 

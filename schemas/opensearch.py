@@ -37,7 +37,7 @@ LAYOUT = f"v{REPLICA_LAYOUT_VERSION}"
 # Free text a person searches in; every other string is an exact-match keyword.
 TEXT_FIELDS = frozenset({"summary", "input_text"})
 # Stored for display, never searched: indexing them would only cost space.
-UNINDEXED_FIELDS = frozenset({"explainer_config", "explainer_versions"})
+UNINDEXED_FIELDS = frozenset({"explainer_config", "explainer_versions", "explanation_plan"})
 # Kept whole in _source for display and reconstruction, not indexed at all.
 STORED_ONLY_FIELDS = frozenset(
     {"attributions", "token_attributions", "counterfactuals", "shap_values"}

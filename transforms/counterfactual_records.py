@@ -29,19 +29,22 @@ def counterfactuals_for_rows(
     device: torch.device,
     scorer: Any = None,
     method: str = "gradient",
+    *,
+    immutable: tuple[str, ...] = (),
 ) -> dict[int, tuple[str, list[Row] | None]]:
     """Row index -> (status, counterfactual rows) for the wanted rows of x.
 
     ``scorer`` is a torch callable giving the logged score (a probability for classifiers;
     default the loaded torch module); ``method`` "search" is the gradient-free path for models
-    without gradients (boosters, pipelines).
+    without gradients (boosters, pipelines). ``immutable`` names features the tenant's
+    explanation policy forbids changing, on top of the card's.
     """
     card = model.card
     scorer = model.model if scorer is None else scorer
     spec = spec_from_training(
         card.feature_names,
         model.reference_rows,
-        immutable=tuple(f.name for f in card.features if f.immutable),
+        immutable=tuple(f.name for f in card.features if f.immutable or f.name in immutable),
         integer=tuple(f.name for f in card.features if f.type == "int"),
         monotone={f.name: f.monotone for f in card.features if f.monotone},
         categorical_groups=_onehot_groups(card),

@@ -14,6 +14,7 @@ from apache_beam.pvalue import PCollection
 
 from whylake.schemas.dead_letter import DeadLetter
 from whylake.schemas.errors import ConfigError
+from whylake.schemas.explanation_policy import ExplanationPolicies
 from whylake.schemas.secrets import Secret
 from whylake.transforms.dead_letters import DEAD_LETTERS, row_dead_letter
 from whylake.transforms.explainers.config import ExplainConfig
@@ -40,6 +41,8 @@ class ExplainStageConfig:
     # on top of them oversubscribe the cores: on 2 shared cores, 2 torch threads made the
     # explain stage 16x slower than 1 (OpenMP spin-waits). None leaves torch's default.
     torch_threads: int | None = 1
+    # What runs per row (trust tier, risk), review thresholds, templates; None: the shipped one.
+    explanation_policies: ExplanationPolicies | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.min_batch_size <= self.max_batch_size:
@@ -78,6 +81,7 @@ class _ExplainerModelHandler(ModelHandler[Row, Row, ModelBank]):
             self.config.policies,
             self.config.hash_key,
             device=self.config.device,
+            explanation=self.config.explanation_policies,
         )
 
     def run_inference(

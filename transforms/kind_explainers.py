@@ -24,6 +24,7 @@ from whylake.registry.kinds import kind_for, to_score
 from whylake.registry.store import LoadedModel
 from whylake.transforms.explainers.config import ExplainConfig
 from whylake.transforms.explainers.model_calls import NumpyModel
+from whylake.transforms.explanation_plan import RowPlan
 from whylake.transforms.explanation_records import Computed
 from whylake.transforms.sampling.policy import SamplingPolicies
 
@@ -37,6 +38,9 @@ class ExplainContext:
     config: ExplainConfig
     policies: SamplingPolicies
     device: torch.device
+    # The explanation policy's plan for these rows (all share it); None: the sampling policy's
+    # counterfactuals_for alone decides, as before explanation policies.
+    plan: RowPlan | None = None
 
 
 class KindModel:
@@ -202,13 +206,14 @@ def _counterfactuals(
     scorer: Any,
     method: str,
 ) -> dict[int, tuple[str, list[Row] | None]]:
-    """Counterfactuals for the rows whose tenant policy asks for them."""
+    """Counterfactuals for the rows whose plan (without one, tenant policy) asks for them."""
     if not ctx.config.counterfactuals:
         return {}
     wanted = [
         i
         for i, row in enumerate(rows)
-        if ctx.policies.policy_for(row["tenant_id"]).wants_counterfactuals(
+        if ctx.plan is not None  # the plan already decided: its config says counterfactuals
+        or ctx.policies.policy_for(row["tenant_id"]).wants_counterfactuals(
             row["sampling_reason"], row.get("flags")
         )
     ]
@@ -216,8 +221,16 @@ def _counterfactuals(
         return {}
     from whylake.transforms.counterfactual_records import counterfactuals_for_rows
 
+    immutable = ctx.plan.constraints.immutable if ctx.plan is not None else ()
     return counterfactuals_for_rows(
-        loaded, x, wanted, ctx.config, ctx.device, scorer=scorer, method=method
+        loaded,
+        x,
+        wanted,
+        ctx.config,
+        ctx.device,
+        scorer=scorer,
+        method=method,
+        immutable=immutable,
     )
 
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from whylake.registry.store import LoadedModel, ModelRegistry
+from whylake.schemas.explanation_policy import ExplanationPolicies
 from whylake.schemas.secrets import Secret
 from whylake.transforms.explainers.config import ExplainConfig
 from whylake.transforms.explainers.device import pick_device
+from whylake.transforms.explanation_plan import (
+    RowPlan,
+    annotate_records,
+    default_explanation_policies,
+    group_by_plan,
+    plan_row,
+)
 from whylake.transforms.explanation_records import (
     Computed,
     RecordContext,
@@ -42,10 +51,12 @@ class ModelBank:
         policies: SamplingPolicies,
         hash_key: Secret,
         device: str | None = None,
+        explanation: ExplanationPolicies | None = None,
     ) -> None:
         self.registry = ModelRegistry(registry_root)
         self.config = config
         self.policies = policies
+        self.explanation = explanation or default_explanation_policies()
         self.hash_key = hash_key
         self.device = pick_device(device)
         self._models: dict[ModelKey, tuple[LoadedModel, Any]] = {}
@@ -72,8 +83,7 @@ class ModelBank:
             try:
                 loaded, _ = self._loaded(key)
                 x = self._inputs(loaded, group)
-                computed = self._compute(loaded, group, x)
-                out.extend(assemble_records(loaded, group, x, computed, ctx))
+                out.extend(self._explain_planned(loaded, group, x, ctx))
             except Exception as exc:  # noqa: BLE001 - each row goes to the dead letters with it
                 out.extend({"_error": exc, "_row": row} for row in group)
         return out
@@ -83,9 +93,34 @@ class ModelBank:
             return np.zeros((len(rows), 0))
         return feature_matrix(rows, loaded.card.feature_names)
 
-    def _compute(self, loaded: LoadedModel, rows: list[Row], x: np.ndarray) -> Computed:
+    def _explain_planned(
+        self, loaded: LoadedModel, rows: list[Row], x: np.ndarray, ctx: RecordContext
+    ) -> list[Row]:
+        """Rows split by the plan their tenant's explanation policy gives them (depth by trust
+        tier and risk), each part explained with its plan; records come back in row order."""
+        tenant = rows[0]["tenant_id"]  # a group is one (tenant, model, version)
+        sampling = self.policies.policy_for(tenant)
+        explanation = self.explanation.policy_for(tenant)
+        plans = [plan_row(self.config, explanation, sampling, row) for row in rows]
+        placed: dict[int, Row] = {}
+        for plan, idx in group_by_plan(plans).items():
+            sub, xs, cfg = [rows[i] for i in idx], x[idx], plan.explain_config(self.config)
+            computed = self._compute(loaded, sub, xs, cfg, plan)
+            records = assemble_records(loaded, sub, xs, computed, replace(ctx, config=cfg))
+            annotated = annotate_records(records, sub, plan, explanation, sampling)
+            placed.update(zip(idx, annotated, strict=True))
+        return [placed[i] for i in range(len(rows))]
+
+    def _compute(
+        self,
+        loaded: LoadedModel,
+        rows: list[Row],
+        x: np.ndarray,
+        config: ExplainConfig | None = None,
+        plan: RowPlan | None = None,
+    ) -> Computed:
         prepared = self._loaded(
             (loaded.card.tenant_id, loaded.card.model_id, loaded.card.model_version)
         )[1]
-        ctx = ExplainContext(self.config, self.policies, self.device)
+        ctx = ExplainContext(config or self.config, self.policies, self.device, plan)
         return explain_group(loaded, prepared, rows, x, ctx)

@@ -17,21 +17,119 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from whylake.lake.reconstruct import Reconstruction
+from whylake.schemas.errors import ConfigError
+from whylake.schemas.explanation_policy import ExplanationPolicies
+from whylake.views.letter import letter_html
+from whylake.views.tiers import TIER_NAMES, View, build_view
 
 TOP_ATTRIBUTIONS = 12
 _RAISES, _LOWERS, _OTHERS = "#d9480f", "#1c7ed6", "#adb5bd"
 
 
-def write_html_report(reconstruction: Reconstruction, path: str | Path) -> Path:
-    """Write the report to `path` (UTF-8) and return it."""
+def write_html_report(
+    reconstruction: Reconstruction,
+    path: str | Path,
+    tier: int = 3,
+    *,
+    policies: ExplanationPolicies | None = None,
+    lang: str = "en",
+    template_version: str | None = None,
+) -> Path:
+    """Write the report of one tier to `path` (UTF-8) and return it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(reconstruction), encoding="utf-8")
+    html = render_html(
+        reconstruction, tier, policies=policies, lang=lang, template_version=template_version
+    )
+    target.write_text(html, encoding="utf-8")
     return target
 
 
-def render_html(reconstruction: Reconstruction) -> str:
-    """The report as one HTML string: inline CSS, the chart as a base64 PNG, no external asset."""
+def render_html(
+    reconstruction: Reconstruction,
+    tier: int = 3,
+    *,
+    policies: ExplanationPolicies | None = None,
+    lang: str = "en",
+    template_version: str | None = None,
+) -> str:
+    """One tier's page as one HTML string: inline CSS, charts as base64 PNGs, no external asset.
+
+    Tier 1 is the explanation letter's page, tier 2 the operator's summary, tier 3 the full
+    audit report, tier 4 the raw record; each states the template version it was worded with.
+    """
+    if tier == 1:
+        return letter_html(
+            reconstruction, policies=policies, lang=lang, template_version=template_version
+        )
+    view = build_view(
+        reconstruction, tier, policies=policies, lang=lang, template_version=template_version
+    )
+    if tier == 2:
+        return _operator_page(reconstruction, view)
+    if tier == 4:
+        title = f"Raw record of request {reconstruction.request_id}"
+        body = (
+            f"<header><h1>{_e(title)}</h1><p class=sub>Tier 4 ({TIER_NAMES[4]}) · template "
+            f"{_e(view.template_version)}</p></header><pre>{_e(view.text)}</pre>"
+        )
+        return _PAGE.format(title=_e(title), css=_CSS, body=body)
+    if tier != 3:
+        raise ConfigError(f"tier must be 1, 2, 3 or 4, got {tier!r}")
+    return _audit_page(reconstruction, view)
+
+
+def _operator_page(reconstruction: Reconstruction, view: View) -> str:
+    """Tier 2: the operator's page: top factors, confidence, review status, caveats."""
+    v = view.data
+    r = reconstruction.record
+    top = [a for a in r.get("attributions") or [] if _finite(a.get("value"))]
+    top.sort(key=lambda a: (-abs(a["value"]), a["feature"]))
+    chart = _chart_png(top[:5], top[5:]) if top else ""
+    image = f'<img alt="Top factors" src="data:image/png;base64,{chart}">' if chart else ""
+    review = v["review"]
+    latest = review.get("latest")
+    rows = [
+        ("Prediction", _num(v.get("prediction"))),
+        ("Decision", (v.get("decision") or {}).get("outcome")),
+        ("Confidence (producer)", _num(v.get("confidence"))),
+        ("Risk score (producer)", _num(v.get("risk_score"))),
+        ("Trust tier", v.get("trust_tier")),
+        ("Stability", _num(v.get("stability"))),
+        ("IG vs SHAP agreement", _num(v["agreement"].get("value"))),
+        ("Review route", review.get("route")),
+        ("Route reasons", ", ".join(review.get("reasons") or []) or None),
+        (
+            "Latest review",
+            f"{latest['decision']}: {latest['reason']}" if latest else "not reviewed yet",
+        ),
+    ]
+    caveat = (
+        '<p class="summary" id="caveat">The explainers disagree on this record: check the '
+        "reasons before relying on them.</p>"
+        if v["agreement"].get("disagree")
+        else ""
+    )
+    title = f"Request {r['request_id']} for the operator"
+    body = "\n".join(
+        [
+            f"<header><h1>{_e(title)}</h1><p class=sub>Tier 2 ({TIER_NAMES[2]}) · tenant "
+            f"<b>{_e(r['tenant_id'])}</b> · template {_e(view.template_version)}</p></header>",
+            caveat,
+            f"<pre class=tier-text>{_e(view.text)}</pre>",
+            '<div class="grid">',
+            _card("Status", _table_kv(rows)),
+            _card("Top factors", image),
+            "</div>",
+            f"<footer>Template version {_e(view.template_version)} · reference "
+            f"<code>{_e(r.get('explanation_id'))}</code></footer>",
+        ]
+    )
+    return _PAGE.format(title=_e(title), css=_CSS, body=body)
+
+
+def _audit_page(reconstruction: Reconstruction, view: View) -> str:
+    """Tier 3: the full audit report."""
     r = reconstruction.record
     title = f"Explanation of request {r['request_id']} ({r['tenant_id']})"
     sections = [
@@ -48,8 +146,10 @@ def render_html(reconstruction: Reconstruction) -> str:
         _sampling(r),
         "</div>",
         _explainer(r),
+        _policy_and_producer(view),
+        _reviews(reconstruction),
         _history(reconstruction),
-        _footer(r),
+        _footer(r, view.template_version),
     ]
     body = "\n".join(s for s in sections if s)
     return _PAGE.format(title=_e(title), css=_CSS, body=body)
@@ -298,7 +398,8 @@ def _history(rec: Reconstruction) -> str:
         f"<tr{' class=current' if h['explanation_id'] == current else ''}>"
         f"<td>{_time(h['explained_at'])}</td><td>{_e(h['model_version'])}</td>"
         f"<td>{_e(h['explainer_method'])}</td><td>{_e(h['run_id'])}</td>"
-        f"<td><code>{_e(str(h['explanation_id'])[:16])}…</code></td></tr>"
+        f"<td><code>{_e(str(h['explanation_id'])[:16])}…</code></td>"
+        f"<td>{_e((h.get('latest_review') or {}).get('decision'))}</td></tr>"
         for h in rec.history
     )
     note = (
@@ -307,16 +408,65 @@ def _history(rec: Reconstruction) -> str:
     )
     table = (
         "<table class=grid-table><tr><th>Explained at</th><th>Model version</th>"
-        f"<th>Method</th><th>Run</th><th>Explanation id</th></tr>{rows}</table>"
+        f"<th>Method</th><th>Run</th><th>Explanation id</th><th>Latest review</th></tr>{rows}"
+        "</table>"
     )
     return _card(f"History ({len(rec.history)})", f"{table}<p class=note>{note}</p>")
 
 
-def _footer(r: dict[str, Any]) -> str:
+def _policy_and_producer(view: View) -> str:
+    v = view.data
+    p, producer, agreement = v["provenance"], v["producer"], v["agreement"]
+    rows = [
+        ("Policy sha256", _Code(p.get("policy_hash") or p.get("policy_version"))),
+        ("Explained with template", p.get("template_version")),
+        ("Producer trust tier", producer.get("trust_tier")),
+        ("Producer confidence", _num(producer.get("confidence"))),
+        ("Producer label", producer.get("label")),
+        ("Producer risk score", _num(producer.get("risk_score"))),
+        ("Producer input hash", _Code(p.get("producer_input_hash"))),
+        (
+            "Input hashes match",
+            None
+            if p.get("input_hash_mismatch") is None
+            else ("no — flagged" if p["input_hash_mismatch"] else "yes"),
+        ),
+        ("IG vs SHAP agreement", _num(agreement.get("value"))),
+        ("Agreement method", agreement.get("method")),
+        ("Review route", v["review"].get("route")),
+        ("Route reasons", ", ".join(v["review"].get("reasons") or []) or None),
+    ]
+    caveat = (
+        "<p class=note><b>The explainers disagree</b> on this record (agreement below "
+        f"{_num(agreement.get('threshold'))}): it was routed to a person.</p>"
+        if agreement.get("disagree")
+        else ""
+    )
+    return _card("Policy, producer and agreement", _table_kv(rows) + caveat)
+
+
+def _reviews(rec: Reconstruction) -> str:
+    if not rec.reviews:
+        return _card("Reviews", "<p>No person has reviewed this request yet.</p>")
+    rows = "".join(
+        f"<tr><td>{_time(rv['reviewed_at'])}</td><td>{_e(rv['decision'])}</td>"
+        f"<td>{_e(rv['reason'])}</td><td><code>{_e(str(rv['reviewer_hash'])[:12])}…</code></td>"
+        f"<td><code>{_e(str(rv['explanation_id'])[:12])}…</code></td></tr>"
+        for rv in rec.reviews
+    )
+    table = (
+        "<table class=grid-table><tr><th>When</th><th>Decision</th><th>Reason</th>"
+        f"<th>Reviewer (hashed)</th><th>Explanation</th></tr>{rows}</table>"
+    )
+    return _card(f"Reviews ({len(rec.reviews)})", table)
+
+
+def _footer(r: dict[str, Any], template_version: str) -> str:
     return (
         f"<footer>Explanation id <code>{_e(r.get('explanation_id'))}</code> · schema version "
-        f"{_e(r.get('schema_version'))} · reconstructed by whylake from the Iceberg audit "
-        "table; the same snapshot always yields the same record.</footer>"
+        f"{_e(r.get('schema_version'))} · template version {_e(template_version)} · "
+        "reconstructed by whylake from the Iceberg audit table; the same snapshot always "
+        "yields the same record.</footer>"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -67,7 +69,14 @@ def test_records_carry_provenance_and_sampling_weights(demo_home: DemoHome) -> N
 def test_an_attribution_is_recomputable_from_the_record_and_the_artifact_alone(
     demo_home: DemoHome,
 ) -> None:
-    rows = [r for r in _explanations(demo_home) if r["tenant_id"] == "acme"][:20]
+    # The steps each row ran with are in its record (the policy gives gold users more).
+    steps = 50
+    rows = [
+        r
+        for r in _explanations(demo_home)
+        if r["tenant_id"] == "acme"
+        and json.loads(r["explainer_config"])["whylake"]["ig_steps"] == steps
+    ][:20]
     artifact = demo_home.home / "models/acme/tumor-triage/1/model.pt"
     model = torch.jit.load(str(artifact))  # no whylake code from here on
     x = torch.tensor(
@@ -78,7 +87,7 @@ def test_an_attribution_is_recomputable_from_the_record_and_the_artifact_alone(
     )
     model64 = model.double()
     ig = IntegratedGradients(lambda t: model64(t))
-    expected = ig.attribute(x, baselines=base, n_steps=50, method="gausslegendre").numpy()
+    expected = ig.attribute(x, baselines=base, n_steps=steps, method="gausslegendre").numpy()
     recorded = np.array([[a["value"] for a in r["attributions"]] for r in rows])
     scale = np.abs(expected).max()
     # float32 (recorded) vs float64 (recomputed) arithmetic: agreement to 1e-3 of the largest.

@@ -124,9 +124,13 @@ def test_a_run_that_raises_is_recorded_failed_with_the_error(tmp_path: Path) -> 
 def test_the_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     done = whylake("demo", "--per-tenant", "300", "--home", str(tmp_path), cwd=tmp_path, key=None)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for step in ("the batch job", "an audit query", "a reconstruction", "HTML report"):
+    for step in ("the batch job", "an audit query", "a reconstruction", "HTML report", "Tier 1"):
         assert step in done.stdout
     assert list((tmp_path / "reports").glob("acme-*.html"))
+    # One Tier 1 sentence (the decision, in words) and one letter.
+    assert "The decision on your request acme-" in done.stdout
+    (letter,) = (tmp_path / "letters").glob("acme-*.pdf")
+    assert letter.read_bytes().startswith(b"%PDF-")
 
 
 def test_replica_backfill_search_and_retention_commands(

@@ -46,8 +46,11 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(wheel: Path) -> None
     assert {t for t in top if not t.endswith(".dist-info")} == {"whylake"}
     assert "whylake/schemas/policies/default.yaml" in names
     assert "whylake/py.typed" in names
+    assert "whylake/schemas/policies/explanation.yaml" in names
+    assert "whylake/views/templates/v2/tier1.en.txt.j2" in names
+    assert "whylake/api/static/auditor.html" in names
     # Every module of the checkout's root folders is in it (setup.py's ROOTS list is complete).
-    for root in ("schemas", "registry", "lake", "transforms", "pipelines", "views", "jobs"):
+    for root in ("schemas", "registry", "lake", "transforms", "pipelines", "views", "api", "jobs"):
         for source in (REPO / root).rglob("*.py"):
             assert f"whylake/{source.relative_to(REPO)}" in names, source
     top_level = next(n for n in names if n.endswith("top_level.txt"))

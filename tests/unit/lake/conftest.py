@@ -110,6 +110,20 @@ def explanation_row(
         "inclusion_probability": 0.25,
         "ht_weight": 4.0,
         "stratum_size": 1000,
+        # 120-149: what the producer sent and the explanation policy (optional columns).
+        "trust_tier": "silver",
+        "confidence": 0.8,
+        "label": None,
+        "risk_score": 0.2,
+        "producer_input_hash": None,
+        "input_hash_mismatch": None,
+        "policy_hash": None,
+        "template_version": None,
+        "explainer_agreement": None,
+        "agreement_method": None,
+        "review_route": None,
+        "review_reasons": None,
+        "explanation_plan": None,
     }
     unknown = set(overrides) - set(row)
     if unknown:

@@ -62,6 +62,8 @@ def test_a_request_explained_again_shows_the_newer_record_now_and_both_in_histor
         "model_version",
         "explainer_method",
         "run_id",
+        "policy_hash",
+        "review_route",
     }
 
 

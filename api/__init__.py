@@ -1,0 +1,1 @@
+"""The tenant-scoped HTTP API and the auditor page (`whylake serve`)."""
