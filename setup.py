@@ -5,12 +5,16 @@ each becomes `whylake.<folder>`, so site-packages holds exactly one top-level pa
 package-dir mapping does this for wheels and for editable installs alike.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 # Every root folder that installs, as whylake.<folder>. A new one must be added here.
 ROOTS = ("schemas", "registry", "lake", "transforms", "pipelines", "views", "api", "jobs")
 
-PACKAGES = find_packages(include=[*ROOTS, *(f"{root}.*" for root in ROOTS)])
+# Namespace discovery also lists data folders (templates, static files, policies) as packages,
+# so their package-data is installed without setuptools' "package would be ignored" warning.
+PACKAGES = find_namespace_packages(
+    include=[*ROOTS, *(f"{root}.*" for root in ROOTS)], exclude=["*.__pycache__"]
+)
 
 setup(
     package_dir={"whylake": "whylake", **{f"whylake.{root}": root for root in ROOTS}},

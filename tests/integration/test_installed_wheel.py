@@ -45,6 +45,10 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(wheel: Path) -> None
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"whylake"}
     assert "whylake/schemas/policies/default.yaml" in names
+    assert "whylake/schemas/policies/explanation.yaml" in names
+    assert "whylake/views/templates/v1/letter.en.html.j2" in names
+    assert "whylake/api/static/auditor.html" in names
+    assert not [n for n in names if n.endswith(("ruff.toml", ".pyc"))]
     assert "whylake/py.typed" in names
     assert "whylake/schemas/policies/explanation.yaml" in names
     assert "whylake/views/templates/v2/tier1.en.txt.j2" in names
