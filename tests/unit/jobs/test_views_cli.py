@@ -52,7 +52,7 @@ def test_reviews_are_added_and_listed(run: Any, home: Path, monkeypatch: Any) ->
     assert code == 2, "acme's request is not globex's to review"
     code, out = run("review", "list", "--tenant", "acme", "--output", "json", "--home", str(home))
     rows = json.loads(out)
-    assert [r["decision"] for r in rows] == ["override"] and "ada" not in out
+    assert [r["decision"] for r in rows] == ["override"] and "ada@acme" not in out
     code, out = run("review", "list", "--tenant", "globex", "--output", "json", "--home", str(home))
     assert json.loads(out) == []
     code, out = run("reconstruct", "--tenant", "acme", "--request-id", "r-1", "--home", str(home))
