@@ -33,7 +33,9 @@ mlflow_fetch() {
 mlflow_start() {
   local run="$RUN/mlflow"
   mkdir -p "$run/artifacts"
-  start_daemon mlflow "$(mlflow_logs)" "$(mlflow_home)/venv/bin/mlflow" server \
+  # `python -m mlflow`, not the venv's `mlflow` script: a script's shebang holds the path the
+  # venv was built at, which breaks when the cache is reached through another (symlinked) path.
+  start_daemon mlflow "$(mlflow_logs)" "$(mlflow_home)/venv/bin/python" -m mlflow server \
     --backend-store-uri "sqlite:///$run/mlflow.db" \
     --artifacts-destination "$run/artifacts" --serve-artifacts \
     --host "$HOST" --port "$MLFLOW_PORT" --workers 1
