@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from whylake.registry.kinds import kind_for
-from whylake.schemas.errors import ModelNotFoundError, RegistryIntegrityError
+from whylake.schemas.errors import ModelNotFoundError, RegistryIntegrityError, RegistryScopeError
 from whylake.schemas.ids import check_model_id, check_model_version, check_tenant
 from whylake.schemas.model_card import ModelCard
 
@@ -73,14 +73,39 @@ class ModelRegistry:
         self.root = Path(root)
 
     def _dir(self, tenant_id: str, model_id: str, version: str) -> Path:
-        # Ids are checked against their grammar (no separator, no leading dot), and the path
-        # is checked to stay inside the tenant's folder: a record can never name a model of
-        # another tenant, or a file outside the registry.
-        base = (self.root / check_tenant(tenant_id)).resolve()
-        target = (base / check_model_id(model_id) / check_model_version(version)).resolve()
-        if not target.is_relative_to(base):
-            raise ModelNotFoundError(f"{model_id}/{version} lies outside tenant {tenant_id}")
-        return target
+        """The version's folder, only ever inside the tenant's own folder.
+
+        The ids come from inference records, i.e. from producers: each must be one folder name
+        by the id grammar (no separator, no `..`, bounded length), and the resolved path (after
+        symlinks) must stay below <root>/<tenant>, so neither `../globex/progression` nor a
+        symlink planted in the registry can reach another tenant's model, card or rows.
+
+        Raises:
+            InvalidIdError: an id breaks the grammar (schemas/ids.py).
+            RegistryScopeError: the folder resolves outside <root>/<tenant>.
+        """
+        root = self.root.resolve()
+        inside = root / check_tenant(tenant_id)
+        target = inside / check_model_id(model_id) / check_model_version(version)
+        resolved = target.resolve()
+        # The tenant's folder may not itself be a link elsewhere (e.g. acme -> globex).
+        if inside.resolve() != inside or not resolved.is_relative_to(inside):
+            raise RegistryScopeError(
+                f"model {tenant_id}/{model_id}/{version} resolves to {resolved}, outside the "
+                f"tenant's registry folder {inside}"
+            )
+        return resolved
+
+    @staticmethod
+    def _check_card(card: ModelCard, tenant_id: str, model_id: str, version: str) -> ModelCard:
+        """The card must name the tenant, model and version it was looked up by."""
+        if (card.tenant_id, card.model_id, card.model_version) != (tenant_id, model_id, version):
+            raise RegistryScopeError(
+                f"the card at {tenant_id}/{model_id}/{version} is for "
+                f"{card.tenant_id}/{card.model_id}/{card.model_version}: a record of tenant "
+                f"{tenant_id!r} may only be explained with that tenant's own models"
+            )
+        return card
 
     def register(
         self,
@@ -128,6 +153,7 @@ class ModelRegistry:
                 "artifact; register the new model under a new version"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
+        self._dir(card.tenant_id, card.model_id, card.model_version)  # still inside once made
         staging = target.parent / f".{card.model_version}.{uuid.uuid4().hex}.tmp"
         staging.mkdir()
         try:
@@ -169,17 +195,18 @@ class ModelRegistry:
                 "register it first (whylake models register, or make demo)"
             )
         card = ModelCard.from_json(card_path.read_text())
-        if card.tenant_id != tenant_id:
-            raise ModelNotFoundError(
-                f"the card in {tenant_id}/{model_id}/{version} belongs to tenant {card.tenant_id}"
-            )
-        return card
+        return self._check_card(card, tenant_id, model_id, version)
 
     def load(self, tenant_id: str, model_id: str, version: str) -> LoadedModel:
         """Load a version and check the artifact still has the sha256 its card recorded."""
         target = self._dir(tenant_id, model_id, version)
         card = self.card(tenant_id, model_id, version)
-        artifact = target / card.artifact
+        artifact = (target / card.artifact).resolve()
+        if artifact.parent != target:
+            raise RegistryScopeError(
+                f"the card of {tenant_id}/{model_id}/{version} names artifact {card.artifact!r}, "
+                "which is not a file of the version's own folder"
+            )
         sha = sha256_path(artifact)
         if sha != card.artifact_sha256:
             raise RegistryIntegrityError(

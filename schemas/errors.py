@@ -15,6 +15,10 @@ class RegistryIntegrityError(WhylakeError):
     """A registered artifact does not match the sha256 its model card records."""
 
 
+class RegistryScopeError(WhylakeError):
+    """A model lookup left its tenant's registry folder or found another tenant's card."""
+
+
 class InvalidRecordError(WhylakeError):
     """An inference record breaks its data contract."""
 

@@ -20,8 +20,10 @@ TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # or `..`), bounded length.
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MODEL_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-# Request ids are the producer's own: any printable text up to 256 characters.
-REQUEST_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+# Request ids are the producer's own: any printable text up to 256 characters. No control
+# characters (C0, DEL, C1) and no lone surrogates, which UTF-8 (Arrow, Parquet, JSON) cannot
+# encode: one of them would fail the commit of every row it is batched with.
+REQUEST_ID = re.compile(r"^[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,256}$")
 
 
 def _check(kind: str, grammar: re.Pattern[str], value: object) -> str:
