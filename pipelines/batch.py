@@ -28,6 +28,7 @@ def build(p: beam.Pipeline, config: BatchJobConfig) -> dict[str, beam.PCollectio
             run_id=config.run_id,
             batch_rows=config.batch_rows,
             storage=config.storage,
+            pii=config.store.pii(),
         )
     )
     scoped = read.records | "KeepScope" >> beam.ParDo(

@@ -17,6 +17,8 @@ from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
 from whylake.schemas.explanation_policy import ExplanationPolicies
+from whylake.schemas.limits import RecordLimits
+from whylake.schemas.pii import DEFAULT_PII_FIELDS, PiiPolicy
 from whylake.schemas.secrets import Secret
 from whylake.transforms.explainers.config import ExplainConfig
 from whylake.transforms.kafka import KafkaReadConfig
@@ -43,6 +45,10 @@ class StoreConfig:
     # Per tenant: explainer depth by trust tier and risk, review thresholds, templates
     # (None: the shipped schemas/policies/explanation.yaml).
     explanation_policies: ExplanationPolicies | None = None
+    # Personal fields of a record: stored only as keyed hashes, dead letters included.
+    pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+    # The contract's limits (event-time window, magnitudes, sizes), checked before any use.
+    limits: RecordLimits = field(default_factory=RecordLimits)
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_key, Secret):
@@ -54,6 +60,11 @@ class StoreConfig:
             raise ConfigError("registry_root must name the model registry folder")
         if not self.run_id:
             raise ConfigError("run_id must not be empty")
+        self.pii()  # checks the fields
+
+    def pii(self) -> PiiPolicy:
+        """Which fields are personal data, and the key their hashes are made under."""
+        return PiiPolicy(self.hash_key, self.pii_fields)
 
     def describe(self) -> dict[str, Any]:
         """The settings a run manifest records (the key only as its fingerprint)."""
@@ -66,6 +77,10 @@ class StoreConfig:
             "explain": asdict(self.explain),
             "device": self.device,
             "opensearch": self.opensearch.url if self.opensearch else None,
+            "pii_fields": list(self.pii_fields),
+            "limits": {
+                k: str(v) if k == "reference_time" else v for k, v in asdict(self.limits).items()
+            },
         }
 
 

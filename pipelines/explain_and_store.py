@@ -36,8 +36,9 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
 
     def expand(self, inputs: dict[str, PCollection[Any]]) -> dict[str, PCollection[Any]]:
         config = self.config
+        pii = config.pii()
         validated = inputs["records"] | "Validate" >> ValidateRecords(
-            ValidateConfig(config.registry_root, config.run_id)
+            ValidateConfig(config.registry_root, config.run_id, pii=pii, limits=config.limits)
         )
         sampled = validated.valid | "Sample" >> SampleAndCountByPolicy(
             SampleConfig(config.policies)
@@ -52,10 +53,16 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 explain=config.explain,
                 device=config.device,
                 explanation_policies=config.explanation_policies,
+                pii_fields=config.pii_fields,
             )
         )
         checked = explained.explained | "Check" >> CheckExplanations(
-            CheckConfig(config.run_id, config.explain.max_relative_completeness_error)
+            CheckConfig(
+                config.run_id,
+                config.explain.max_relative_completeness_error,
+                pii=pii,
+                max_ig_convergence=config.explain.ig_tolerance,
+            )
         )
         appended = checked.checked | "AppendExplanations" >> AppendToIceberg(
             AppendConfig(

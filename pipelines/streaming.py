@@ -46,7 +46,7 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
         allowed_lateness=Duration.of(config.allowed_lateness_s + config.late_margin_s),
     )
     parsed = windowed | "Parse" >> ParseKafkaRecords(
-        ParseConfig(config.run_id, kafka, batch_rows=config.batch_rows)
+        ParseConfig(config.run_id, kafka, batch_rows=config.batch_rows, pii=config.store.pii())
     )
     stored = {"records": parsed.records, "dead_letters": parsed.dead_letters} | (
         "ExplainAndStore" >> ExplainAndStore(config.store)

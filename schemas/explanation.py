@@ -23,7 +23,9 @@ from pyiceberg.types import (
 # 3: what the producer sent and the explanation policy (columns 120-149: trust tier,
 # confidence, label, risk, the producer's input hash, policy hash, template version, explainer
 # agreement, review route, the plan). Rows of versions 1 and 2 read them as null.
-EXPLANATION_SCHEMA_VERSION = 3
+# 4: IG you can recompute (columns 150-151: the per-row convergence figure and the steps
+# behind it). Rows of versions 1-3 read them as null; replica indices get the fields.
+EXPLANATION_SCHEMA_VERSION = 4
 
 ATTRIBUTION_TYPE = StructType(
     NestedField(41, "feature", StringType(), required=True),
@@ -268,6 +270,21 @@ EXPLANATION_SCHEMA = Schema(
         StringType(),
         required=False,
         doc="Canonical JSON of what the policy ran for this row (IG steps, SHAP, CF, limits)",
+    ),
+    # 150-169: quality added later (optional: rows written before stay readable).
+    NestedField(
+        150,
+        "ig_convergence",
+        DoubleType(),
+        required=False,
+        doc="max over features |IG(steps) - IG(steps/2)| / max |IG(steps)|: quadrature error",
+    ),
+    NestedField(
+        151,
+        "ig_steps",
+        IntegerType(),
+        required=False,
+        doc="Gauss-Legendre points behind this row's IG attributions (recompute with these)",
     ),
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -17,6 +17,7 @@ from whylake.schemas.arrow import strict_table
 from whylake.schemas.dead_letter import dead_letter
 from whylake.schemas.errors import ConfigError, ExplanationCheckError
 from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
+from whylake.schemas.pii import PiiPolicy
 from whylake.transforms.dead_letters import DEAD_LETTERS
 
 Row = dict[str, Any]
@@ -29,8 +30,13 @@ class CheckConfig:
     run_id: str
     max_relative_completeness_error: float = 0.05
     min_absolute_tolerance: float = 1e-3
+    pii: PiiPolicy = field(kw_only=True)
+    # The IG convergence figure a record may carry (ExplainConfig.ig_tolerance); None: any.
+    max_ig_convergence: float | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pii, PiiPolicy):
+            raise ConfigError("CheckConfig needs pii: a PiiPolicy with the user-id hash key")
         if not 0 < self.max_relative_completeness_error < 1:
             raise ConfigError("max_relative_completeness_error must be in (0, 1)")
 
@@ -61,6 +67,17 @@ def check_record(record: Row, config: CheckConfig, *, schema: bool = True) -> No
             f"{record['request_id']}: completeness error {record['completeness_error']:.3g} "
             f"exceeds {tolerance:.3g} (|f(x) - f(baseline)| = {delta:.3g}, sum |attribution| = "
             f"{mass:.3g}); raise ig_steps (or the explainer's own budget)"
+        )
+    convergence = record.get("ig_convergence")
+    if (
+        config.max_ig_convergence is not None
+        and convergence is not None
+        and not convergence <= config.max_ig_convergence
+    ):
+        raise ExplanationCheckError(
+            f"{record['request_id']}: IG did not converge: its attributions still moved by "
+            f"{convergence:.3g} of the largest at {record.get('ig_steps')} steps (tolerance "
+            f"{config.max_ig_convergence:.3g}); raise ig_max_steps"
         )
     if not 0.0 < record["inclusion_probability"] <= 1.0:
         raise ExplanationCheckError(
@@ -101,6 +118,7 @@ class CheckExplanations(beam.PTransform[PCollection[Row], pvalue.DoOutputsTuple]
         return {
             "max_relative_completeness_error": self.config.max_relative_completeness_error,
             "min_absolute_tolerance": self.config.min_absolute_tolerance,
+            "max_ig_convergence": str(self.config.max_ig_convergence),
         }
 
 
@@ -143,4 +161,5 @@ class _CheckFn(beam.DoFn):  # type: ignore[misc]
             source=record.get("source"),
             tenant_id=record.get("tenant_id"),
             request_id=record.get("request_id"),
+            pii=self.config.pii,
         )

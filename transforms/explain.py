@@ -15,6 +15,7 @@ from apache_beam.pvalue import PCollection
 from whylake.schemas.dead_letter import DeadLetter
 from whylake.schemas.errors import ConfigError
 from whylake.schemas.explanation_policy import ExplanationPolicies
+from whylake.schemas.pii import DEFAULT_PII_FIELDS, PiiPolicy
 from whylake.schemas.secrets import Secret
 from whylake.transforms.dead_letters import DEAD_LETTERS, row_dead_letter
 from whylake.transforms.explainers.config import ExplainConfig
@@ -32,7 +33,7 @@ class ExplainStageConfig:
     registry_root: str
     run_id: str
     policies: SamplingPolicies
-    hash_key: Secret  # keys the user-id hash in each record
+    hash_key: Secret  # keys the user-id hash in each record (and in each dead letter)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     device: str | None = None  # None: cuda when the worker has one, else cpu
     min_batch_size: int = 256
@@ -43,12 +44,18 @@ class ExplainStageConfig:
     torch_threads: int | None = 1
     # What runs per row (trust tier, risk), review thresholds, templates; None: the shipped one.
     explanation_policies: ExplanationPolicies | None = None
+    pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS  # hashed in the dead letters
 
     def __post_init__(self) -> None:
+        PiiPolicy(self.hash_key, self.pii_fields)  # checks the key and the fields
         if not 0 < self.min_batch_size <= self.max_batch_size:
             raise ConfigError("need 0 < min_batch_size <= max_batch_size")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}")
+
+    @property
+    def pii(self) -> PiiPolicy:
+        return PiiPolicy(self.hash_key, self.pii_fields)
 
 
 class ExplainOutputs(NamedTuple):
@@ -112,11 +119,12 @@ class ExplainSampledRecords(beam.PTransform[PCollection[Row], ExplainOutputs]):
             | "RunExplainers"
             >> RunInference(_ExplainerModelHandler(self.config)).with_exception_handling()
         )
+        pii = self.config.pii
         batch_failures = failed.failed_inferences | "BatchFailuresToDeadLetters" >> beam.FlatMap(
-            _batch_dead_letters, run_id=self.config.run_id
+            _batch_dead_letters, run_id=self.config.run_id, pii=pii
         ).with_output_types(DeadLetter)
         routed = explained | "RouteRowFailures" >> beam.ParDo(
-            _RouteFailuresFn(self.config.run_id)
+            _RouteFailuresFn(self.config.run_id, pii)
         ).with_outputs(DEAD_LETTERS, main="explained")
         dead = (routed[DEAD_LETTERS], batch_failures) | "MergeDeadLetters" >> beam.Flatten()
         return ExplainOutputs(routed.explained, dead)
@@ -127,6 +135,8 @@ class ExplainSampledRecords(beam.PTransform[PCollection[Row], ExplainOutputs]):
             "registry_root": self.config.registry_root,
             "device": self.config.device or "auto",
             "ig_steps": explain.ig_steps,
+            "ig_tolerance": explain.ig_tolerance,
+            "ig_max_steps": explain.ig_max_steps,
             "shap": explain.shap,
             "counterfactuals": explain.counterfactuals,
             "explain_config_hash": explain.digest()[:16],
@@ -135,8 +145,8 @@ class ExplainSampledRecords(beam.PTransform[PCollection[Row], ExplainOutputs]):
 
 
 class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(self, run_id: str, pii: PiiPolicy) -> None:
+        self.run_id, self.pii = run_id, pii
         self.explained = Metrics.counter("whylake", "records_explained")
         self.failed = Metrics.counter("whylake", "records_failed_explain")
 
@@ -145,7 +155,7 @@ class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
             self.failed.inc()
             yield pvalue.TaggedOutput(
                 DEAD_LETTERS,
-                row_dead_letter(record["_row"], record["_error"], self.run_id, "explain"),
+                row_dead_letter(record["_row"], record["_error"], self.run_id, "explain", self.pii),
             )
         else:
             self.explained.inc()
@@ -154,9 +164,9 @@ class _RouteFailuresFn(beam.DoFn):  # type: ignore[misc]
 
 
 def _batch_dead_letters(
-    failure: tuple[Sequence[Row], BaseException], run_id: str
+    failure: tuple[Sequence[Row], BaseException], run_id: str, pii: PiiPolicy
 ) -> Iterator[DeadLetter]:
     batch, error = failure
     Metrics.counter("whylake", "records_failed_explain").inc(len(batch))
     for row in batch:
-        yield row_dead_letter(row, error, run_id, "explain")
+        yield row_dead_letter(row, error, run_id, "explain", pii)

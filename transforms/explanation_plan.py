@@ -94,6 +94,9 @@ class RowPlan:
         return replace(
             base,
             ig_steps=self.ig_steps,
+            # The plan's steps are where the per-row doubling starts (a policy may ask up to
+            # 4,096): the cap leaves room for at least one doubling.
+            ig_max_steps=max(base.ig_max_steps, 2 * self.ig_steps),
             shap=self.shap,
             counterfactuals=self.counterfactuals,
             counterfactuals_per_query=self.constraints.per_query,

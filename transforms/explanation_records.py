@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from whylake.registry.store import LoadedModel
+from whylake.schemas.errors import RegistryScopeError
 from whylake.schemas.explanation import EXPLANATION_SCHEMA_VERSION
 from whylake.schemas.ids import explanation_id, hash_user_id, input_digest
 from whylake.schemas.secrets import Secret
@@ -78,6 +79,8 @@ class Computed:
     scores: np.ndarray | None = None
     tokens: TokenAttributions | None = None
     counterfactual_method: str | None = None
+    ig_steps: np.ndarray | None = None  # (n,) IG evaluations behind each row's attributions
+    ig_convergence: np.ndarray | None = None  # (n,) max |IG_steps - IG_steps/2| / max |IG|
 
     @property
     def primary(self) -> AttributionResult | None:
@@ -126,6 +129,11 @@ def assemble_records(
     explained_at = datetime.now(UTC)
     records = []
     for i, row in enumerate(rows):
+        if row["tenant_id"] != card.tenant_id:  # the registry checks it; a record must too
+            raise RegistryScopeError(
+                f"record of tenant {row['tenant_id']!r} cannot be explained with "
+                f"{card.tenant_id}/{card.model_id}/{card.model_version}"
+            )
         if tokens is not None:
             text = str(row.get("text") or "")
             digest = text_digest(text)
@@ -198,6 +206,8 @@ def assemble_records(
                 "attributions": attributions,
                 "shap_values": None if shap is None else [float(v) for v in shap.values[i]],
                 "completeness_error": error,
+                "ig_convergence": _optional(computed.ig_convergence, i, float),
+                "ig_steps": _optional(computed.ig_steps, i, int),
                 "shap_additivity_error": None if shap is None else float(shap.error[i]),
                 "stability": stability,
                 "score_drift": float(abs(score - row["score"])),
@@ -248,3 +258,7 @@ def _text_summary(tokens: list[Row], prediction: float, base: float, card: Any) 
         return head + ", and no token has a non-zero attribution."
     tail = reasons[0] if len(reasons) == 1 else ", ".join(reasons[:-1]) + " and " + reasons[-1]
     return f"{head}, mainly because {tail}."
+
+
+def _optional(values: np.ndarray | None, i: int, cast: Any) -> Any:
+    return None if values is None else cast(values[i])

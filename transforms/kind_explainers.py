@@ -82,14 +82,25 @@ def explain_group(
 def _differentiable(
     loaded: LoadedModel, module: Any, rows: list[Row], x: np.ndarray, ctx: ExplainContext
 ) -> Computed:
-    from whylake.transforms.explainers.integrated_gradients import integrated_gradients
+    from whylake.transforms.explainers.integrated_gradients import (
+        converged_integrated_gradients,
+    )
     from whylake.transforms.explainers.stability import attribution_stability
 
     card, cfg = loaded.card, ctx.config
     baseline = np.asarray(card.baseline, dtype=np.float64)
-    ig = integrated_gradients(
-        module, x, baseline, steps=cfg.ig_steps, device=ctx.device, rule=cfg.ig_rule
+    # Steps raised per row until the attributions have converged (ExplainConfig.ig_tolerance).
+    converged = converged_integrated_gradients(
+        module,
+        x,
+        baseline,
+        steps=cfg.ig_steps,
+        tolerance=cfg.ig_tolerance,
+        max_steps=cfg.ig_max_steps,
+        device=ctx.device,
+        rule=cfg.ig_rule,
     )
+    ig = converged.result
     stability = attribution_stability(
         module,
         x,
@@ -115,6 +126,8 @@ def _differentiable(
         explainer_kind="integrated_gradients",
         scores=ig.prediction,
         counterfactual_method="gradient",
+        ig_steps=converged.steps,
+        ig_convergence=converged.convergence,
     )
 
 

@@ -7,9 +7,10 @@ kind's family of explainers (`transforms/kind_explainers.py`) computes what the 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from whylake.transforms.explanation_records import (
     feature_matrix,
     library_versions,
 )
+from whylake.transforms.isolate import explain_isolating_failures
 from whylake.transforms.kind_explainers import ExplainContext, explain_group, prepare
 from whylake.transforms.sampling.policy import SamplingPolicies
 
@@ -82,11 +84,19 @@ class ModelBank:
         for key, group in groups.items():
             try:
                 loaded, _ = self._loaded(key)
-                x = self._inputs(loaded, group)
-                out.extend(self._explain_planned(loaded, group, x, ctx))
-            except Exception as exc:  # noqa: BLE001 - each row goes to the dead letters with it
+            except Exception as exc:  # noqa: BLE001 - the group's model: each row fails with it
                 out.extend({"_error": exc, "_row": row} for row in group)
+                continue
+            # A batch that raises is bisected: good rows are explained, bad ones fail alone.
+            explain = functools.partial(self._explain, loaded, ctx=ctx)
+            out.extend(explain_isolating_failures(group, explain))
         return out
+
+    def _explain(
+        self, loaded: LoadedModel, rows: Sequence[Row], *, ctx: RecordContext
+    ) -> list[Row]:
+        part = list(rows)
+        return self._explain_planned(loaded, part, self._inputs(loaded, part), ctx)
 
     def _inputs(self, loaded: LoadedModel, rows: list[Row]) -> np.ndarray:
         if loaded.card.is_text:

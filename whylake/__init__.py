@@ -9,7 +9,8 @@ The public API, to embed whylake's stages in a Beam pipeline of your own::
                                 hash_key=whylake.Secret(key, "vault:..."),
                                 catalog=whylake.CatalogConfig.embedded("/data/whylake"))
     with beam.Pipeline() as p:
-        read = p | whylake.ReadInferenceRecords(whylake.ReadConfig(("logs/*.jsonl",), run_id))
+        read = p | whylake.ReadInferenceRecords(
+            whylake.ReadConfig(("logs/*.jsonl",), run_id, pii=store.pii()))
         stages = {"records": read.records, "dead_letters": read.dead_letters}
         stages | whylake.ExplainAndStore(store)
 

@@ -13,8 +13,12 @@ from whylake.schemas.errors import ConfigError
 class ExplainConfig:
     """Every setting that changes the numbers of an explanation (hashed into its id)."""
 
-    ig_steps: int = 50
+    ig_steps: int = 50  # the first step count; doubled per row until converged
     ig_rule: str = "gauss_legendre"
+    # Every recorded IG attribution is within this fraction of its row's largest attribution
+    # (estimated as |IG_2n - IG_n|, the `ig_convergence` column), up to ig_max_steps.
+    ig_tolerance: float = 0.005
+    ig_max_steps: int = 3200
     stability_baselines: int = 4
     stability_top_k: int = 5
     shap: bool = True
@@ -32,6 +36,13 @@ class ExplainConfig:
     def __post_init__(self) -> None:
         if self.ig_steps < 2:
             raise ConfigError(f"ig_steps must be at least 2, got {self.ig_steps}")
+        if not 0 < self.ig_tolerance < 1:
+            raise ConfigError(f"ig_tolerance must be in (0, 1), got {self.ig_tolerance}")
+        if self.ig_max_steps < 2 * self.ig_steps:
+            raise ConfigError(
+                f"ig_max_steps ({self.ig_max_steps}) must be at least twice ig_steps "
+                f"({self.ig_steps})"
+            )
         if self.stability_baselines < 1:
             raise ConfigError("stability_baselines must be at least 1")
         if not 0 < self.max_relative_completeness_error < 1:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from scipy.special import roots_legendre
 
 from whylake.transforms.explainers.chain import Activation, Chain, compile_chain
 from whylake.transforms.explainers.device import resolve_device
@@ -38,14 +42,29 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if steps < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
     if rule == "gauss_legendre":
-        nodes, weights = np.polynomial.legendre.leggauss(steps)
-        return (nodes + 1.0) / 2.0, weights / 2.0
+        nodes, weights = _gauss_legendre(steps)
+        return nodes.copy(), weights.copy()
     if rule == "trapezoid":
         nodes = np.linspace(0.0, 1.0, steps)
         weights = np.full(steps, 1.0 / (steps - 1))
         weights[[0, -1]] /= 2.0
         return nodes, weights
     raise ValueError(f"rule {rule!r} is not one of {RULES}")
+
+
+@functools.lru_cache(maxsize=32)
+def _gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [0, 1], computed once per order and process.
+
+    scipy's `roots_legendre` solves the tridiagonal Jacobi matrix (Golub-Welsch); numpy's
+    `leggauss` diagonalises a dense companion matrix, O(n^3): measured here, 0.12 s vs 18 s
+    for 1,600 points, which the adaptive rule below reaches.
+    """
+    nodes, weights = roots_legendre(steps)
+    nodes = np.asarray((nodes + 1.0) / 2.0, dtype=np.float64)
+    weights = np.asarray(weights / 2.0, dtype=np.float64)
+    nodes.flags.writeable = weights.flags.writeable = False
+    return nodes, weights
 
 
 def integrated_gradients(
@@ -209,3 +228,118 @@ def _chain_block(
             grad = grad * weight if weight.shape[0] == 1 else grad @ weight
     per_row = grad.reshape(rows, steps, -1).sum(dim=1)
     return np.asarray(_to_numpy(delta) * _to_numpy(per_row @ first.weight), dtype=np.float64)
+
+
+# The recorded convergence figure is |IG_2n - IG_n| (max over features, relative to the
+# largest attribution). On a path through ReLU kinks the integrand is piecewise smooth and
+# every rule converges like O(1/n) with erratic signs, so two estimates can agree by chance
+# while both are off. Measured against exact IG (one-hidden-layer ReLU nets, in closed form) and
+# 4,096-8,192-step midpoint references (the demo's ReLU models, a two-hidden-layer net), 400
+# rows each: stopping when the figure was <= tolerance / 2 left 1-3 rows per set above the
+# tolerance (up to 0.75% for 0.5%); also requiring the doubling before it to have moved at most
+# the tolerance left none (max 0.31%), for 1.3-1.4x the steps.
+_ACCEPT_LAST = 0.5
+_ACCEPT_BEFORE = 1.0
+
+
+@dataclass(frozen=True)
+class ConvergedAttributions:
+    """IG whose step count was doubled per row until its attributions stopped moving.
+
+    ``result`` holds each row's attributions at ``steps[i]`` evaluations (the Gauss-Legendre
+    rule of that order: a row is recomputable from its inputs, baseline and step count
+    alone); ``convergence[i]`` is max_j |IG_steps - IG_steps/2| / max_j |IG_steps| for it.
+    """
+
+    result: AttributionResult
+    steps: np.ndarray  # (n,) int64
+    convergence: np.ndarray  # (n,) float64
+    config: dict[str, object]
+
+
+def converged_integrated_gradients(
+    model: object,
+    inputs: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    steps: int = 50,
+    tolerance: float = 0.005,
+    max_steps: int = 3200,
+    device: torch.device | None = None,
+    rule: str = "gauss_legendre",
+) -> ConvergedAttributions:
+    """Integrated Gradients with the steps doubled per row until every feature has converged.
+
+    Each row starts at ``steps`` and is recomputed at twice the steps until the last doubling
+    moved its attributions by at most ``tolerance / 2`` and the one before by at most
+    ``tolerance`` (see ``_ACCEPT_LAST``), or ``max_steps`` is reached; only the rows still moving
+    are recomputed, so a linear model costs 7x ``steps`` (three estimates) and a row through
+    many ReLU kinks pays for itself alone. Rows that reach ``max_steps`` keep their figure,
+    which the check stage holds against ``tolerance``.
+
+    Args:
+        model, inputs, baseline, device, rule: as for :func:`integrated_gradients`.
+        steps: the first step count (at least 2).
+        tolerance: the largest error, relative to the row's largest attribution, a recorded
+            attribution may carry.
+        max_steps: no row is taken beyond this many steps.
+
+    Returns:
+        :class:`ConvergedAttributions`; its ``result.error`` is the completeness gap at each
+        row's final step count.
+    """
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    if max_steps < 2 * steps:
+        raise ValueError(f"max_steps ({max_steps}) must be at least twice steps ({steps})")
+    x = as_rows(inputs, "inputs")
+    n, d = x.shape
+    base = _baseline_rows(baseline, n, d)
+    first = integrated_gradients(model, x, base, steps=steps, device=device, rule=rule)
+    previous = np.array(first.values)
+    values = np.empty((n, d), dtype=np.float64)
+    used = np.zeros(n, dtype=np.int64)
+    convergence = np.zeros(n, dtype=np.float64)
+    before = np.full(n, np.inf)  # the figure of the doubling before, per row
+    active = np.arange(n)
+    current = steps
+    engine = first.config.get("engine")
+    while active.size:
+        current *= 2
+        finer = integrated_gradients(
+            model, x[active], base[active], steps=current, device=device, rule=rule
+        ).values
+        figure = _relative_change(finer, previous[active])
+        settled = (figure <= tolerance * _ACCEPT_LAST) & (
+            before[active] <= tolerance * _ACCEPT_BEFORE
+        )
+        done = settled | (2 * current > max_steps)
+        rows = active[done]
+        values[rows], used[rows], convergence[rows] = finer[done], current, figure[done]
+        moving = active[~done]
+        previous[moving], before[moving] = finer[~done], figure[~done]
+        active = moving
+    config: dict[str, object] = {
+        **first.config,
+        "steps": steps,
+        "adaptive": "steps doubled per row until the last two doublings moved max |IG| by at "
+        "most tolerance / 2 and tolerance",
+        "tolerance": tolerance,
+        "max_steps": max_steps,
+        "engine": engine,
+    }
+    config.pop("batch_rows", None)  # it differs per step count; not a setting of the result
+    result = AttributionResult.build(
+        "integrated_gradients", values, first.prediction, first.base_value, config
+    )
+    return ConvergedAttributions(result, used, convergence, config)
+
+
+def _relative_change(finer: np.ndarray, coarser: np.ndarray) -> np.ndarray:
+    """max_j |finer - coarser| / max_j |finer| per row; 0 when both are all zero."""
+    scale = np.abs(finer).max(axis=1)
+    change = np.abs(finer - coarser).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(scale > 0, change / np.where(scale > 0, scale, 1.0), 0.0)
+    # A row whose attributions are all 0 at the finer rule but not the coarser has not settled.
+    return np.asarray(np.where((scale == 0) & (change > 0), np.inf, out), dtype=np.float64)

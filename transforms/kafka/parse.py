@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from whylake.schemas.dead_letter import dead_letter
 from whylake.schemas.errors import ConfigError
+from whylake.schemas.pii import PiiPolicy
 from whylake.transforms.dead_letters import DEAD_LETTERS
 from whylake.transforms.kafka.config import KafkaBatch, KafkaReadConfig
 from whylake.transforms.kafka.decode import decode_messages
@@ -40,8 +41,11 @@ class ParseConfig:
     kafka: KafkaReadConfig
     batch_rows: int = 5000
     skip_finished_windows: bool = True  # read the finished-window list from Kafka at setup
+    pii: PiiPolicy = field(kw_only=True)  # malformed events' personal fields: hashes only
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pii, PiiPolicy):
+            raise ConfigError("ParseConfig needs pii: a PiiPolicy with the user-id hash key")
         if self.batch_rows <= 0:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
 
@@ -134,6 +138,7 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
                     source=sources[refused.index],
                     tenant_id=partial.get("tenant_id"),
                     request_id=partial.get("request_id"),
+                    pii=self.config.pii,
                 ),
             )
         if decoded.batch.num_rows == 0:
@@ -171,6 +176,7 @@ class _ParseToBatchesFn(beam.DoFn):  # type: ignore[misc]
                     source=source,
                     tenant_id=partial.get("tenant_id"),
                     request_id=partial.get("request_id"),
+                    pii=self.config.pii,
                 ),
             )
 

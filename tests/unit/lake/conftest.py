@@ -15,6 +15,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import In
 
+from tests.unit.keys import TEST_PII
 from whylake.lake.catalog import (
     DEAD_LETTERS,
     EXPLANATIONS,
@@ -257,6 +258,7 @@ def seeded_lake(tmp_path_factory: pytest.TempPathFactory) -> SeededLake:
             source=f"{t}.jsonl:1",
             tenant_id=t,
             request_id=f"{t}-bad",
+            pii=TEST_PII,
         )
         for t in ("acme", "globex", "globex")
     ]

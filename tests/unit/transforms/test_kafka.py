@@ -13,6 +13,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
+from tests.unit.keys import TEST_PII
 from whylake.transforms.kafka import (
     KafkaBatch,
     KafkaReadConfig,
@@ -84,7 +85,9 @@ def _record(offset: int, value: bytes, claimed_from: int | None = None) -> Kafka
 
 
 def _parse(records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-    config = ParseConfig("run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False)
+    config = ParseConfig(
+        "run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False, pii=TEST_PII
+    )
     return records | beam.WindowInto(window.FixedWindows(5)) | ParseKafkaRecords(config)
 
 
@@ -151,6 +154,7 @@ def test_a_late_batch_becomes_dead_letters_of_stage_late_and_still_covers_its_of
         "run-1",
         KafkaReadConfig(topic="t", window_s=5, allowed_lateness_s=30),
         skip_finished_windows=False,
+        pii=TEST_PII,
     )
     with TestPipeline(runner="FnApiRunner") as p:
         parsed = (

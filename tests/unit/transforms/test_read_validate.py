@@ -14,9 +14,11 @@ import torch
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.unit.cards import two_feature_card
+from tests.unit.keys import TEST_PII
 from whylake.registry.store import ModelRegistry
 from whylake.schemas.errors import InputNotFoundError, InvalidRecordError
 from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
+from whylake.schemas.limits import RecordLimits
 from whylake.transforms.read import ReadConfig, ReadInferenceRecords, coerce_json_row
 from whylake.transforms.validate import ValidateConfig, ValidateRecords
 
@@ -32,6 +34,10 @@ GOOD = {
     "trust_tier": "gold",
     "flags": ["flagged"],
 }
+
+
+# The window the test records fall in, pinned: the test must not depend on today's date.
+LIMITS = RecordLimits(reference_time=datetime(2026, 11, 22, tzinfo=UTC))
 
 
 def _line(**changes: object) -> str:
@@ -72,7 +78,7 @@ def test_a_good_line_takes_the_schema() -> None:
 
 def test_an_empty_glob_is_an_error_not_an_empty_day(tmp_path) -> None:
     with pytest.raises(InputNotFoundError, match="matched no file"):
-        ReadConfig((str(tmp_path / "*.jsonl"),), run_id="r").files()
+        ReadConfig((str(tmp_path / "*.jsonl"),), run_id="r", pii=TEST_PII).files()
 
 
 def _run(tmp_path, lines: list[str], parquet_rows: list[dict] | None = None):
@@ -84,8 +90,10 @@ def _run(tmp_path, lines: list[str], parquet_rows: list[dict] | None = None):
         patterns.append(str(tmp_path / "in.parquet"))
     reg = _registry(tmp_path)
     with beam.Pipeline(runner="FnApiRunner") as p:
-        read = p | ReadInferenceRecords(ReadConfig(tuple(patterns), run_id="run-1"))
-        checked = read.records | ValidateRecords(ValidateConfig(str(reg.root), "run-1"))
+        read = p | ReadInferenceRecords(ReadConfig(tuple(patterns), run_id="run-1", pii=TEST_PII))
+        checked = read.records | ValidateRecords(
+            ValidateConfig(str(reg.root), "run-1", pii=TEST_PII, limits=LIMITS)
+        )
         valid_ids = checked.valid | beam.FlatMap(lambda b: b["request_id"].to_pylist())
         dead = (
             (read.dead_letters, checked.dead_letters)
