@@ -127,6 +127,8 @@ def _final(
         problems.append(
             f"count mismatch: read {read} != invalid + out of scope + valid ({accounted})"
         )
+    if outcome is not None:
+        problems.extend(_lost_on_the_way(c, invalid, failed))
     if failed:
         share = failed / sampled if sampled else 1.0
         message = f"{failed} of {sampled} sampled records could not be explained: see dead_letters"
@@ -152,7 +154,9 @@ def _final(
             "records_read": read,
             "records_invalid": invalid,
             "records_sampled": sampled,
-            "records_explained": c.get("records_explained", 0),
+            # Explained and past the output checks: a record the check stage refuses is
+            # counted once, as failed, so that sampled = explained + failed holds.
+            "records_explained": c.get("records_explained", 0) - c.get("records_failed_check", 0),
             "records_failed": failed,
             "records_committed": c.get("whylake.explanations.committed", 0),
             "records_already_present": c.get("whylake.explanations.already_present", 0),
@@ -161,6 +165,34 @@ def _final(
             "replica_lag": lag,
         }
     )
+
+
+def _lost_on_the_way(c: dict[str, int], invalid: int, failed: int) -> list[str]:
+    """Records a stage produced that never reached their table (each commit adds up, or fails).
+
+    Every dead letter the stages counted must be committed or found already present, and so
+    must every explanation that passed its checks; a runner that drops elements between a stage
+    and the commit (see pipelines/batch.py) makes the run fail instead of passing silently.
+    """
+    problems = []
+    letters = c.get("whylake.dead_letters.committed", 0) + c.get(
+        "whylake.dead_letters.already_present", 0
+    )
+    if letters != invalid + failed:
+        problems.append(
+            f"count mismatch: {invalid + failed} dead letters were produced but {letters} "
+            "reached whylake.dead_letters; rerun the job (it is idempotent)"
+        )
+    passed = c.get("records_explained", 0) - c.get("records_failed_check", 0)
+    stored = c.get("whylake.explanations.committed", 0) + c.get(
+        "whylake.explanations.already_present", 0
+    )
+    if stored != passed:
+        problems.append(
+            f"count mismatch: {passed} explanations passed their checks but {stored} reached "
+            "whylake.explanations; rerun the job (it is idempotent)"
+        )
+    return problems
 
 
 def print_summary(record: RunRecord, counters: dict[str, int], console: Console) -> None:

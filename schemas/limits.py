@@ -102,6 +102,7 @@ def limit_violations(
             for i in pc.indices_nonzero(hit).to_pylist():
                 problems[i].append(bad[texts[i]])
     _check_event_time(batch, limits, now, problems)
+    _check_numbers(batch, problems)
     _check_features(batch, limits, problems)
     _check_texts(batch, limits, problems)
     return dict(problems)
@@ -145,6 +146,15 @@ def _check_event_time(
         ),
         problems,
     )
+
+
+def _check_numbers(batch: pa.RecordBatch, problems: dict[int, list[str]]) -> None:
+    """The score and the optional probabilities: a NaN in Parquet is a value, not a null."""
+    for name in ("score", "confidence", "risk_score"):
+        column = batch.column(name)
+        values = pc.fill_null(column, 0.0).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(~np.isfinite(values.astype(np.float64))):
+            problems[int(i)].append(f"{name} must be a finite number")
 
 
 def _ticks(moment: datetime, unit: str) -> int:

@@ -87,7 +87,16 @@ def test_an_attribution_is_recomputable_from_the_record_and_the_artifact_alone(
     )
     model64 = model.double()
     ig = IntegratedGradients(lambda t: model64(t))
-    expected = ig.attribute(x, baselines=base, n_steps=steps, method="gausslegendre").numpy()
+    # Each row records the Gauss-Legendre order its attributions were computed with (the
+    # plan's steps are where the per-row doubling started).
+    expected = np.vstack(
+        [
+            ig.attribute(
+                x[i : i + 1], baselines=base[i : i + 1], n_steps=r["ig_steps"], method="gausslegendre"
+            ).numpy()
+            for i, r in enumerate(rows)
+        ]
+    )
     recorded = np.array([[a["value"] for a in r["attributions"]] for r in rows])
     scale = np.abs(expected).max()
     # float32 (recorded) vs float64 (recomputed) arithmetic: agreement to 1e-3 of the largest.

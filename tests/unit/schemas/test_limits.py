@@ -63,6 +63,8 @@ def test_a_good_record_breaks_nothing() -> None:
         ({"features": [("x" * 300, 1.0)]}, "feature name"),
         ({"user_id": "u" * 5000}, "user_id has 5000 characters"),
         ({"source_id": "s" * 1025}, "source_id"),
+        ({"score": float("nan")}, "score must be a finite"),
+        ({"confidence": float("inf")}, "confidence must be a finite"),
         ({"flags": ["f"] * 65}, "max_flags"),
         ({"flags": ["f" * 300]}, "flag is longer"),
     ],

@@ -13,13 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
 
 from tests.unit.cards import two_feature_card
 from tests.unit.keys import TEST_PII
 from whylake.registry.store import ModelRegistry
 from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
 from whylake.schemas.limits import RecordLimits
+from whylake.transforms.kafka import KafkaReadConfig, KafkaRecord, ParseConfig, ParseKafkaRecords
 from whylake.transforms.read import ReadConfig, ReadInferenceRecords
 from whylake.transforms.validate import ValidateConfig, ValidateRecords
 
@@ -138,3 +140,39 @@ def test_every_hostile_record_is_a_dead_letter_alone_and_the_job_goes_on(tmp_pat
         )
         assert_that(valid, check_valid, label="valid")
         assert_that(dead, check_dead, label="dead")
+
+
+def test_malformed_kafka_events_are_dead_letters_without_raw_user_ids() -> None:
+    t0 = datetime(2026, 11, 21, 12, tzinfo=UTC).timestamp()
+    values = [
+        _json("k-good"),
+        _json("k-bad-score", score="high"),
+        _json("k-cut")[:-30],
+        b'{"user_id": "user-900010", \xff}',
+        b"[" + _json("k-list") + b"]",
+        None,
+    ]
+    records = [
+        KafkaRecord("t", 0, i, i, int(t0 * 1000), None, value) for i, value in enumerate(values)
+    ]
+    config = ParseConfig(
+        "run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False, pii=TEST_PII
+    )
+
+    def check(letters: list[tuple[str, str]]) -> None:
+        assert len(letters) == len(values) - 1, letters
+        assert "user-9" not in json.dumps(letters)
+        assert sum("user_id_hash" in record for _, record in letters) == 4
+
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        parsed = (
+            p
+            | beam.Create(records)
+            | beam.Map(lambda r: window.TimestampedValue(r, r.timestamp_ms / 1000))
+            | beam.WindowInto(window.FixedWindows(5))
+            | ParseKafkaRecords(config)
+        )
+        ids = parsed.records | "Ids" >> beam.FlatMap(lambda b: b["request_id"].to_pylist())
+        assert_that(ids, equal_to(["k-good"]), label="valid")
+        dead = parsed.dead_letters | beam.Map(lambda d: (d.error_message, d.record))
+        assert_that(dead, check, label="dead")
