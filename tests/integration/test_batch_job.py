@@ -92,7 +92,10 @@ def test_an_attribution_is_recomputable_from_the_record_and_the_artifact_alone(
     expected = np.vstack(
         [
             ig.attribute(
-                x[i : i + 1], baselines=base[i : i + 1], n_steps=r["ig_steps"], method="gausslegendre"
+                x[i : i + 1],
+                baselines=base[i : i + 1],
+                n_steps=r["ig_steps"],
+                method="gausslegendre",
             ).numpy()
             for i, r in enumerate(rows)
         ]

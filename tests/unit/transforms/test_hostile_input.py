@@ -21,7 +21,7 @@ from tests.unit.keys import TEST_PII
 from whylake.registry.store import ModelRegistry
 from whylake.schemas.inference import INFERENCE_ARROW_SCHEMA
 from whylake.schemas.limits import RecordLimits
-from whylake.transforms.kafka import KafkaReadConfig, KafkaRecord, ParseConfig, ParseKafkaRecords
+from whylake.transforms.kafka import KafkaBatch, KafkaReadConfig, ParseConfig, ParseKafkaRecords
 from whylake.transforms.read import ReadConfig, ReadInferenceRecords
 from whylake.transforms.validate import ValidateConfig, ValidateRecords
 
@@ -144,17 +144,16 @@ def test_every_hostile_record_is_a_dead_letter_alone_and_the_job_goes_on(tmp_pat
 
 def test_malformed_kafka_events_are_dead_letters_without_raw_user_ids() -> None:
     t0 = datetime(2026, 11, 21, 12, tzinfo=UTC).timestamp()
-    values = [
+    values = (
         _json("k-good"),
         _json("k-bad-score", score="high"),
         _json("k-cut")[:-30],
         b'{"user_id": "user-900010", \xff}',
         b"[" + _json("k-list") + b"]",
         None,
-    ]
-    records = [
-        KafkaRecord("t", 0, i, i, int(t0 * 1000), None, value) for i, value in enumerate(values)
-    ]
+    )
+    n = len(values)
+    records = [KafkaBatch("t", 0, tuple(range(n)), tuple(range(n)), (int(t0 * 1000),) * n, values)]
     config = ParseConfig(
         "run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False, pii=TEST_PII
     )
@@ -168,7 +167,7 @@ def test_malformed_kafka_events_are_dead_letters_without_raw_user_ids() -> None:
         parsed = (
             p
             | beam.Create(records)
-            | beam.Map(lambda r: window.TimestampedValue(r, r.timestamp_ms / 1000))
+            | beam.Map(lambda b: window.TimestampedValue(b, b.timestamps_ms[0] / 1000))
             | beam.WindowInto(window.FixedWindows(5))
             | ParseKafkaRecords(config)
         )
