@@ -66,7 +66,29 @@ Registry = Annotated[
     Path | None, typer.Option(help="Model registry folder (default <home>/models)")
 ]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")]
-IgSteps = Annotated[int, typer.Option(help="Integrated Gradients steps")]
+IgSteps = Annotated[
+    int,
+    typer.Option(help="Integrated Gradients steps to start from (doubled per row until converged)"),
+]
+IgTolerance = Annotated[
+    float,
+    typer.Option(
+        help="IG steps are doubled per row until its attributions move by at most this share "
+        "of its largest one (0.005: 0.5%); recorded per row as ig_convergence"
+    ),
+]
+IgMaxSteps = Annotated[
+    int,
+    typer.Option(help="No row's IG goes past this many steps (one still moving is dead-lettered)"),
+]
+PiiField = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pii-field",
+        help="Another personal field of the records: dead letters keep only its keyed hash, "
+        "<field>_hash (repeatable; user_id always is)",
+    ),
+]
 Shap = Annotated[bool, typer.Option(help="Also compute SHAP values")]
 HashKeyFile = Annotated[
     Path | None,
@@ -125,6 +147,7 @@ def _store(prefix: str, o: dict[str, Any]) -> Any:
     """The shared StoreConfig from the options both job commands declare (their locals())."""
     from whylake.jobs import options
     from whylake.pipelines.configs import StoreConfig, new_run_id
+    from whylake.schemas.pii import DEFAULT_PII_FIELDS
     from whylake.transforms.explainers.config import ExplainConfig
     from whylake.transforms.sampling.policy import default_policy_file, load_policies
 
@@ -135,7 +158,13 @@ def _store(prefix: str, o: dict[str, Any]) -> Any:
             o["hash_key_file"], insecure_demo_key=o["insecure_demo_hash_key"]
         ),
         catalog=options.catalog_config(o["home"]),
-        explain=ExplainConfig(ig_steps=o["ig_steps"], shap=o["shap"]),
+        explain=ExplainConfig(
+            ig_steps=o["ig_steps"],
+            shap=o["shap"],
+            ig_tolerance=o["ig_tolerance"],
+            ig_max_steps=o["ig_max_steps"],
+        ),
+        pii_fields=tuple(dict.fromkeys((*DEFAULT_PII_FIELDS, *(o["pii_field"] or ())))),
         device=o["device"],
         opensearch=options.opensearch_config(o["opensearch_url"]),
         run_id=new_run_id(prefix),
@@ -160,7 +189,10 @@ def batch(
     registry: Registry = None,
     device: Device = None,
     ig_steps: IgSteps = 50,
+    ig_tolerance: IgTolerance = 0.005,
+    ig_max_steps: IgMaxSteps = 3200,
     shap: Shap = True,
+    pii_field: PiiField = None,
     max_failed_share: Annotated[
         float,
         typer.Option(help="Fail the run (exit 1) when more of the sampled records fail to explain"),
@@ -244,7 +276,10 @@ def stream(
     registry: Registry = None,
     device: Device = None,
     ig_steps: IgSteps = 50,
+    ig_tolerance: IgTolerance = 0.005,
+    ig_max_steps: IgMaxSteps = 3200,
     shap: Shap = True,
+    pii_field: PiiField = None,
     hash_key_file: HashKeyFile = None,
     insecure_demo_hash_key: InsecureDemoKey = False,
     opensearch_url: OpenSearchUrl = None,

@@ -173,6 +173,18 @@ def test_batch_refuses_a_bad_date_and_a_bad_share(  # type: ignore[no-untyped-de
     assert code == 2 and "max_failed_share" in out
 
 
+def test_batch_refuses_a_bad_ig_tolerance_and_a_pii_field_that_is_no_name(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WHYLAKE_HASH_KEY", "k" * 32)
+    code, out = run("batch", "-i", "x.jsonl", "--ig-tolerance", "2", "--home", str(tmp_path))
+    assert code == 2 and "ig_tolerance" in out and "Traceback" not in out
+    code, out = run("batch", "-i", "x.jsonl", "--ig-max-steps", "60", "--home", str(tmp_path))
+    assert code == 2 and "ig_max_steps" in out
+    code, out = run("batch", "-i", "x.jsonl", "--pii-field", "e-mail", "--home", str(tmp_path))
+    assert code == 2 and "'e-mail'" in out
+
+
 def test_stream_refuses_a_missing_prism_binary_and_a_bad_setting(  # type: ignore[no-untyped-def]
     run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
