@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,12 @@ def test_recorded_attributions_match_a_4096_step_reference(
     reference = midpoint_ig(model, x, base)
     error = np.abs(recorded - reference).max(axis=1) / np.abs(reference).max(axis=1)
     worst = int(error.argmax())
+    steps = Counter(r["ig_steps"] for r in rows)
+    print(
+        f"\nIG {tenant}: {len(rows)} rows, rows per step count {dict(sorted(steps.items()))}, "
+        f"max error vs 4,096-step midpoint {error.max():.2e}, max recorded convergence "
+        f"{max(r['ig_convergence'] for r in rows):.2e}"
+    )
     assert error.max() <= TOLERANCE, (
         f"{rows[worst]['request_id']}: {error.max():.4f} of the largest attribution at "
         f"{rows[worst]['ig_steps']} steps (recorded convergence {rows[worst]['ig_convergence']})"
