@@ -154,8 +154,9 @@ def _iceberg_texts(home: Path) -> dict[str, str]:
         table = catalog.load_table(identifier)
         name = ".".join(identifier)
         texts[name] = json.dumps(table.scan().to_arrow().to_pylist(), default=str)
-        # Column bounds in the manifests hold the first characters of string values.
-        entries = table.inspect.entries().to_pylist()
+        # Column bounds in the manifests hold the first characters of string values. A table
+        # nothing was written to (reviews, in this run) has no snapshot and no manifest.
+        entries = [] if table.current_snapshot() is None else table.inspect.entries().to_pylist()
         texts[f"{name} manifests"] = json.dumps(entries, default=lambda v: repr(v))
     for path in (home / "warehouse").rglob("*.json"):  # table metadata: snapshot summaries
         texts[str(path)] = path.read_text()
