@@ -334,6 +334,35 @@ def _always(event: dict[str, Any]) -> bool:
     )
 
 
+def _hostile_values(
+    template: dict[str, Any], topic: str
+) -> tuple[list[bytes], dict[str, tuple[bytes, str]]]:
+    """Damaged copies of a valid event: values the decoder refuses (a dead letter of stage
+    read each), and request id -> (value, reason) for records past the contract's limits."""
+    now = datetime.now(UTC).isoformat()
+    good = {**template, "event_ts": now}
+    first = next(iter(good["features"]))
+
+    def event(name: str, **changes: Any) -> str:
+        user = f"user-77{len(name):04d}"
+        return json.dumps({**good, "request_id": f"{topic}-{name}", "user_id": user, **changes})
+
+    unreadable = [
+        b'{"tenant_id": "acme", "request_id": broken',
+        b'{"user_id": "user-770001", "request_id": "bad-utf8", \xff\xfe}',
+        b"[" * 5000 + b"]" * 5000,
+        event("surrogate", label="x\ud800y").encode(),
+        event("int-too-big", features={**good["features"], first: 10**400}).encode(),
+    ]
+    refused = {
+        "far-future": (event("far-future", event_ts="9999-12-31T23:59:59Z"), "in the future"),
+        "float32": (event("float32", features={**good["features"], first: 1e308}), "float32"),
+        "tenant": (event("tenant", tenant_id="a" * 5000), "tenant id"),
+        "path": (event("path", model_id="../globex/" + good["model_id"]), "model id"),
+    }
+    return unreadable, {f"{topic}-{k}": (v.encode(), why) for k, (v, why) in refused.items()}
+
+
 def _window(ts: str | datetime) -> int:
     when = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
     return int(when.timestamp() * 1000) // (WINDOW_S * 1000)
@@ -347,7 +376,8 @@ def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_
     job = job_factory(topic, _policy(tmp_path, budget))
     events = _events(registry_root, topic, per_tenant=250)
     job.start()
-    _produce(topic, events, rate=150, raw=(b'{"tenant_id": "acme", "request_id": broken',))
+    unreadable, refused = _hostile_values(events[0], topic)
+    _produce(topic, events, rate=150, raw=(*unreadable, *(v for v, _ in refused.values())))
     # Three events from ten minutes ago, long past the 2 s allowed lateness: dead letters.
     # Produced once a window has committed, so the reader's watermark is surely past them.
     _wait_for("a first committed window", lambda: len(_explanations(job.home)) > 0, 90, job)
@@ -374,19 +404,28 @@ def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_
     assert sampled == {k: min(budget, n) for k, n in population.items()}
     assert len(rows) < len(events), "the budget should have left events unexplained"
 
-    dead = {d["stage"]: d for d in _dead_letters(job.home) if d["stage"] == "read"}
-    assert len(dead) == 1, dead
-    assert dead["read"]["source"].startswith(f"kafka://{topic}/")
-    assert "broken" in dead["read"]["record"]
-    late_letters = [d for d in _dead_letters(job.home) if d["stage"] == "late"]
+    letters = _dead_letters(job.home)
+    # Hostile values, each a dead letter alone: the ones the decoder refuses at stage read,
+    # the ones past the contract's limits at validate; no raw user id in any of them.
+    read = [d for d in letters if d["stage"] == "read"]
+    assert len(read) == len(unreadable), read
+    assert all(d["source"].startswith(f"kafka://{topic}/") for d in read)
+    assert any("broken" in d["record"] for d in read)
+    validated = {d["request_id"]: d for d in letters if d["stage"] == "validate"}
+    assert set(validated) == set(refused), validated
+    for request, (_, reason) in refused.items():
+        assert reason in validated[request]["error_message"], validated[request]
+    assert "user-77" not in json.dumps(letters, default=str), "a raw user id in a dead letter"
+    late_letters = [d for d in letters if d["stage"] == "late"]
     assert {d["request_id"] for d in late_letters} == {e["request_id"] for e in late}
     assert all(d["error_type"] == "LateRecord" for d in late_letters)
-    assert len(_dead_letters(job.home)) == 1 + len(late)  # nothing else was refused
+    hostile = len(unreadable) + len(refused)
+    assert len(letters) == hostile + len(late)  # nothing else was refused
 
     # The manifest's counts are the pipeline's own, not zeros.
     (final,) = [r for r in _runs(job.home) if r["status"] == "stopped"]
-    assert final["records_read"] == len(events) + 1 + len(late)
-    assert final["records_invalid"] == 1 + len(late)
+    assert final["records_read"] == len(events) + hostile + len(late)
+    assert final["records_invalid"] == hostile + len(late)
     assert final["records_committed"] == len(rows)
     assert final["records_sampled"] == final["records_explained"] == len(rows)
     assert final["records_failed"] == 0 and final["records_already_present"] == 0
