@@ -179,17 +179,22 @@ def _agnostic(
 def _text(
     loaded: LoadedModel, model: Any, rows: list[Row], x: np.ndarray, ctx: ExplainContext
 ) -> Computed:
-    from whylake.transforms.explainers.token_ig import token_integrated_gradients
+    from whylake.transforms.explainers.token_ig import converged_token_integrated_gradients
 
-    model.max_length = ctx.config.text_max_length
+    cfg = ctx.config
+    model.max_length = cfg.text_max_length
     texts = [str(row.get("text") or "") for row in rows]
-    tokens = token_integrated_gradients(
+    # Steps raised per text until converged, as for tabular IG (ExplainConfig.ig_tolerance).
+    converged = converged_token_integrated_gradients(
         model,
         texts,
         class_index=loaded.card.class_index or 0,
-        steps=ctx.config.ig_steps,
-        rule=ctx.config.ig_rule,
+        steps=cfg.ig_steps,
+        tolerance=cfg.ig_tolerance,
+        max_steps=cfg.ig_max_steps,
+        rule=cfg.ig_rule,
     )
+    tokens = converged.result
     return Computed(
         None,
         None,
@@ -198,6 +203,8 @@ def _text(
         explainer_kind="token_integrated_gradients",
         scores=tokens.probability,
         tokens=tokens,
+        ig_steps=converged.steps,
+        ig_convergence=converged.convergence,
     )
 
 

@@ -310,10 +310,7 @@ def converged_integrated_gradients(
             model, x[active], base[active], steps=current, device=device, rule=rule
         ).values
         figure = _relative_change(finer, previous[active])
-        settled = (figure <= tolerance * _ACCEPT_LAST) & (
-            before[active] <= tolerance * _ACCEPT_BEFORE
-        )
-        done = settled | (2 * current > max_steps)
+        done = settled(figure, before[active], tolerance) | (2 * current > max_steps)
         rows = active[done]
         values[rows], used[rows], convergence[rows] = finer[done], current, figure[done]
         moving = active[~done]
@@ -333,6 +330,19 @@ def converged_integrated_gradients(
         "integrated_gradients", values, first.prediction, first.base_value, config
     )
     return ConvergedAttributions(result, used, convergence, config)
+
+
+def settled(figure: np.ndarray, before: np.ndarray, tolerance: float) -> np.ndarray:
+    """Rows done doubling: the last doubling moved them by at most tolerance / 2 and the one
+    before by at most the tolerance (why both: see `_ACCEPT_LAST`)."""
+    return np.asarray(
+        (figure <= tolerance * _ACCEPT_LAST) & (before <= tolerance * _ACCEPT_BEFORE), dtype=bool
+    )
+
+
+def relative_change(finer: np.ndarray, coarser: np.ndarray) -> np.ndarray:
+    """max_j |finer - coarser| / max_j |finer| per row of (n, d) arrays (the convergence figure)."""
+    return _relative_change(finer, coarser)
 
 
 def _relative_change(finer: np.ndarray, coarser: np.ndarray) -> np.ndarray:

@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from whylake.transforms.explainers.integrated_gradients import quadrature
+from whylake.transforms.explainers.integrated_gradients import (
+    quadrature,
+    relative_change,
+    settled,
+)
 from whylake.transforms.explainers.model_calls import place
 
 # Token positions (rows x steps x length) per pass: keeps a pass's activations in memory
@@ -194,3 +198,82 @@ def _explain_block(
         "base": ends[r:, class_index].to("cpu", torch.float64).numpy(),
         "probability": p.cpu().numpy(),
     }
+
+
+@dataclass(frozen=True)
+class ConvergedTokenAttributions:
+    """Token IG whose step count was doubled per text until its attributions stopped moving.
+
+    ``result`` holds each text's token attributions at ``steps[i]`` (the rule of that order:
+    recomputable from the text, the baseline rule and the step count alone); ``convergence[i]``
+    is max over tokens |IG_steps - IG_steps/2| / max |IG_steps| for it.
+    """
+
+    result: TokenAttributions
+    steps: np.ndarray  # (n,) int64
+    convergence: np.ndarray  # (n,) float64
+
+
+def converged_token_integrated_gradients(
+    model: TextClassifier,
+    texts: list[str],
+    *,
+    class_index: int,
+    steps: int = 50,
+    tolerance: float = 0.005,
+    max_steps: int = 3200,
+    rule: str = "gauss_legendre",
+) -> ConvergedTokenAttributions:
+    """Token IG with the steps doubled per text until converged, as the tabular IG does
+    (`integrated_gradients.converged_integrated_gradients`: the same acceptance rule); only the
+    texts still moving are recomputed."""
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    if max_steps < 2 * steps:
+        raise ValueError(f"max_steps ({max_steps}) must be at least twice steps ({steps})")
+    first = token_integrated_gradients(
+        model, texts, class_index=class_index, steps=steps, rule=rule
+    )
+    n = len(texts)
+    tokens, error = list(first.tokens), np.array(first.error, dtype=np.float64)
+    previous = [_token_values(row) for row in first.tokens]
+    used = np.zeros(n, dtype=np.int64)
+    convergence = np.zeros(n, dtype=np.float64)
+    before = np.full(n, np.inf)
+    active = np.arange(n)
+    current = steps
+    while active.size:
+        current *= 2
+        finer = token_integrated_gradients(
+            model, [texts[i] for i in active], class_index=class_index, steps=current, rule=rule
+        )
+        values = [_token_values(row) for row in finer.tokens]
+        figure = np.array(
+            [
+                float(relative_change(v[None, :], previous[i][None, :])[0]) if v.size else 0.0
+                for v, i in zip(values, active, strict=True)
+            ]
+        )
+        done = settled(figure, before[active], tolerance) | (2 * current > max_steps)
+        for j, i in enumerate(active):
+            if done[j]:
+                tokens[i], error[i] = finer.tokens[j], finer.error[j]
+                used[i], convergence[i] = current, figure[j]
+            else:
+                previous[i], before[i] = values[j], figure[j]
+        active = active[~done]
+    config: dict[str, object] = {
+        **first.config,
+        "adaptive": "steps doubled per text until the last two doublings moved max |IG| by at "
+        "most tolerance / 2 and tolerance",
+        "tolerance": tolerance,
+        "max_steps": max_steps,
+    }
+    result = TokenAttributions(
+        tokens, first.prediction, first.base_value, error, first.probability, config
+    )
+    return ConvergedTokenAttributions(result, used, convergence)
+
+
+def _token_values(row: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([t["value"] for t in row], dtype=np.float64)

@@ -109,3 +109,40 @@ def test_token_ig_agrees_with_captums_layer_integrated_gradients(tmp_path) -> No
         for t in ours.tokens[i]:
             assert text[t["start"] : t["end"]] == t["token"]
     assert ours.error.max() < 1e-2 * np.abs(ours.prediction - ours.base_value).max()
+
+
+def test_converged_token_ig_is_within_the_tolerance_of_a_4096_step_midpoint_reference(  # type: ignore[no-untyped-def]
+    tmp_path,
+) -> None:
+    from captum.attr import LayerIntegratedGradients
+
+    from whylake.registry.kinds.hf_text import HFTextKind
+    from whylake.transforms.explainers.token_ig import converged_token_integrated_gradients
+
+    trained = train_text(tmp_path)
+    text_model = HFTextKind().load(trained.artifact, "hf-save-pretrained")
+    model = TextClassifier(text_model.model, text_model.tokenizer)
+    texts = list(trained.sample["text"][:4])
+    converged = converged_token_integrated_gradients(model, texts, class_index=1, steps=8)
+    # The reference: another copy of the checkpoint, another rule (midpoint), with captum.
+    hf = HFTextKind().load(trained.artifact, "hf-save-pretrained").model.eval()
+    for i, text in enumerate(texts):
+        enc = model.encode([text])
+        ids = torch.as_tensor(enc["input_ids"])
+        base = torch.as_tensor(enc["baseline_ids"])
+        lig = LayerIntegratedGradients(
+            lambda t: hf(input_ids=t).logits[:, 1], hf.get_input_embeddings()
+        )
+        attr = lig.attribute(
+            ids, baselines=base, n_steps=4096, method="riemann_middle", internal_batch_size=512
+        )
+        reference = attr.sum(-1)[0].detach().numpy()[~np.asarray(enc["special"][0], dtype=bool)]
+        got = np.array([t["value"] for t in converged.result.tokens[i]])
+        assert np.abs(got - reference).max() <= 0.005 * np.abs(reference).max()
+        assert converged.convergence[i] <= 0.005
+        # Recomputable from the step count alone.
+        again = token_integrated_gradients(
+            model, [text], class_index=1, steps=int(converged.steps[i])
+        )
+        np.testing.assert_allclose([t["value"] for t in again.tokens[0]], got, rtol=1e-5, atol=1e-7)
+    assert converged.steps.min() >= 32  # at least two doublings from 8
