@@ -43,6 +43,8 @@ class StoreConfig:
     # Per tenant: explainer depth by trust tier and risk, review thresholds, templates
     # (None: the shipped schemas/policies/explanation.yaml).
     explanation_policies: ExplanationPolicies | None = None
+    # |re-scored - logged score| above this counts as an offline vs runtime mismatch.
+    score_tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_key, Secret):
@@ -66,6 +68,7 @@ class StoreConfig:
             "explain": asdict(self.explain),
             "device": self.device,
             "opensearch": self.opensearch.url if self.opensearch else None,
+            "score_tolerance": self.score_tolerance,
         }
 
 

@@ -269,6 +269,15 @@ EXPLANATION_SCHEMA = Schema(
         required=False,
         doc="Canonical JSON of what the policy ran for this row (IG steps, SHAP, CF, limits)",
     ),
+    # 170-199 monitoring: what the explain stage cost (the producer's input hash is checked by
+    # input_hash_mismatch, field 125).
+    NestedField(
+        170,
+        "explain_seconds",
+        DoubleType(),
+        required=False,
+        doc="CPU seconds (GPU seconds on cuda) of the explain call, this row's share",
+    ),
 )
 
 # identity(tenant_id) keeps every tenant's rows in files of their own; day(event_ts) prunes
