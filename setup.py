@@ -9,7 +9,15 @@ from setuptools import find_namespace_packages, setup
 
 # Every root folder that installs, as whylake.<folder>. A new one must be added here.
 ROOTS = (
-    "schemas", "registry", "lake", "monitor", "transforms", "pipelines", "views", "api", "jobs"
+    "schemas",
+    "registry",
+    "lake",
+    "monitor",
+    "transforms",
+    "pipelines",
+    "views",
+    "api",
+    "jobs",
 )
 
 # Namespace discovery also lists data folders (templates, static files, policies) as packages,

@@ -17,13 +17,13 @@ from pyiceberg.table import Table
 from whylake.schemas.dead_letter import DEAD_LETTER_PARTITION_SPEC, DEAD_LETTER_SCHEMA
 from whylake.schemas.errors import ConfigError
 from whylake.schemas.explanation import EXPLANATION_PARTITION_SPEC, EXPLANATION_SCHEMA
-from whylake.schemas.review import REVIEW_PARTITION_SPEC, REVIEW_SCHEMA
 from whylake.schemas.metrics import (
     ALERTS_PARTITION_SPEC,
     ALERTS_SCHEMA,
     METRICS_PARTITION_SPEC,
     METRICS_SCHEMA,
 )
+from whylake.schemas.review import REVIEW_PARTITION_SPEC, REVIEW_SCHEMA
 from whylake.schemas.run_manifest import RUN_SCHEMA
 from whylake.schemas.secrets import Secret
 
