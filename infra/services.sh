@@ -14,8 +14,8 @@
 # Services: opensearch, kafka, flink (a long-running Beam Flink job server), prism (binary only),
 # mlflow (tracking server + model registry, SQLite backend, its own venv), seaweedfs
 # (S3-compatible object store), iceberg-rest (Iceberg's REST catalog on the object store).
-# chromium (Debian packages), prometheus (built from the Go module proxy; scrapes `whylake
-# metrics serve`).
+# chromium (Debian packages), prometheus (Debian's package, or built from the Go module proxy;
+# scrapes `whylake metrics serve`).
 # Extra fetch target: kafka-expansion (see infra/svc/flink.sh).
 # Cache: .infra/cache/ (WHYLAKE_INFRA_CACHE); run data, logs, pids: .infra/run/<service>/
 # (WHYLAKE_INFRA_RUN). Versions: infra/versions.env. Ports: see `env`, all overridable.

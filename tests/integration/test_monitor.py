@@ -60,7 +60,22 @@ DAY1, DAY2 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
 FAILING = TODAY - timedelta(days=10)
 DRIFTING = ("globex", "s5")
 PER_TENANT = 1500
-PROMETHEUS = REPO / ".infra/cache/prometheus/v0.316.0/bin/prometheus"
+
+
+def _prometheus_bin() -> Path:
+    """Where `infra/services.sh fetch prometheus` put the server (Debian's package by default,
+    WHYLAKE_PROMETHEUS_FROM=go for the module build), read from the pinned versions."""
+    pins = dict(
+        line.split("=", 1)
+        for line in (REPO / "infra/versions.env").read_text().splitlines()
+        if line and not line.startswith("#") and "=" in line
+    )
+    if os.environ.get("WHYLAKE_PROMETHEUS_FROM", "debian") == "go":
+        return REPO / f".infra/cache/prometheus/{pins['PROMETHEUS_VERSION']}/bin/prometheus"
+    return REPO / f".infra/cache/prometheus/deb-{pins['PROMETHEUS_DEB_VERSION']}/bin/prometheus"
+
+
+PROMETHEUS = _prometheus_bin()
 DAY_KEYS = {
     "tenant_id",
     "model_id",
@@ -357,6 +372,12 @@ def test_a_real_prometheus_scrapes_the_endpoint_and_fires_the_drift_rule(
     )  # fmt: skip
     rules = tmp_path / "rules.yml"
     rules.write_text(alerting_rules(load_monitor_config()))
+    # Prometheus' own checker accepts the generated file (syntax, PromQL, templates).
+    promtool = PROMETHEUS.with_name("promtool")
+    if promtool.is_file():
+        checked = subprocess.run([str(promtool), "check", "rules", str(rules)],
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
