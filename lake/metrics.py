@@ -41,6 +41,7 @@ EXPLAINED_COLUMNS = (
     "inclusion_probability",
     "ht_weight",
     "flags",
+    "trust_tier",
 )
 
 

@@ -43,7 +43,8 @@ _DRIFT_KEYS = (
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _COHORT = re.compile(
-    r"^\s*(?:flag\s*=\s*(?P<flag>\S+)|(?P<feature>[^<>=\s]+)\s*(?P<op><|>=)\s*(?P<value>\S+))\s*$"
+    r"^\s*(?:flag\s*=\s*(?P<flag>\S+)|tier\s*=\s*(?P<tier>\S+)"
+    r"|(?P<feature>[^<>=\s]+)\s*(?P<op><|>=)\s*(?P<value>\S+))\s*$"
 )
 
 
@@ -109,25 +110,29 @@ class Slo:
 
 @dataclass(frozen=True)
 class Cohort:
-    """A subset of a slice's explained rows: those with a flag, or a feature on one side."""
+    """A subset of a slice's explained rows: those with a flag, of a producer's trust tier, or
+    with a feature on one side of a cut."""
 
     spec: str
     flag: str | None = None
+    tier: str | None = None  # the producer's trust_tier, as sent
     feature: str | None = None
     below: bool = False  # feature < value (else feature >= value)
     value: float = 0.0
 
 
 def parse_cohort(spec: object) -> Cohort:
-    """'flag=disputed', 'bmi >= 30' or 'age < 40' -> a Cohort."""
+    """'flag=disputed', 'tier=gold', 'bmi >= 30' or 'age < 40' -> a Cohort."""
     match = _COHORT.match(spec) if isinstance(spec, str) else None
     if not match:
         raise ConfigError(
-            f"cohort {spec!r} must be 'flag=<flag>', '<feature> < <number>' or "
-            "'<feature> >= <number>'"
+            f"cohort {spec!r} must be 'flag=<flag>', 'tier=<trust tier>', "
+            "'<feature> < <number>' or '<feature> >= <number>'"
         )
     if match.group("flag"):
         return Cohort(spec=str(spec).strip(), flag=match.group("flag"))
+    if match.group("tier"):
+        return Cohort(spec=str(spec).strip(), tier=match.group("tier"))
     try:
         value = float(match.group("value"))
     except ValueError as exc:

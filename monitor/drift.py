@@ -68,6 +68,7 @@ class Explained:
     inclusion_probability: Array  # (n,)
     request_ids: tuple[str, ...] = ()
     flags: tuple[tuple[str, ...], ...] = ()  # each row's record flags, for flag cohorts
+    trust_tiers: tuple[str | None, ...] = ()  # each row's producer trust tier, for tier cohorts
     population: float | None = None  # records the rows were sampled from, when known
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ class Explained:
             np.asarray(self.inclusion_probability)[keep],
             tuple(self.request_ids[i] for i in keep) if self.request_ids else (),
             tuple(self.flags[i] for i in keep) if self.flags else (),
+            tuple(self.trust_tiers[i] for i in keep) if self.trust_tiers else (),
         )  # a cohort is a domain of unknown size: the ratio estimator
 
 

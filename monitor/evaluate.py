@@ -118,6 +118,7 @@ def _explained(rows: Sequence[Mapping[str, Any]]) -> Explained:
         inclusion_probability=np.array([r["inclusion_probability"] for r in rows], float),
         request_ids=tuple(str(r["request_id"]) for r in rows),
         flags=tuple(tuple(r.get("flags") or ()) for r in rows),
+        trust_tiers=tuple(r.get("trust_tier") for r in rows),
     )
 
 
@@ -125,6 +126,9 @@ def cohort_mask(explained: Explained, cohort: Cohort) -> np.ndarray:
     """Which rows of a slice belong to a cohort (no row for a feature the model lacks)."""
     if cohort.flag is not None:
         return np.array([cohort.flag in flags for flags in explained.flags], dtype=bool)
+    if cohort.tier is not None:  # rows whose producer sent no tier belong to no tier cohort
+        tiers = explained.trust_tiers or (None,) * explained.rows
+        return np.array([tier == cohort.tier for tier in tiers], dtype=bool)
     if cohort.feature not in explained.features:
         return np.zeros(explained.rows, dtype=bool)
     column = np.asarray(explained.inputs)[:, explained.features.index(str(cohort.feature))]

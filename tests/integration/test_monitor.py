@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo
 
@@ -264,6 +265,32 @@ def test_the_stuck_feature_raises_a_drift_alert_on_that_day_only(
     # Re-evaluating adds no alert (deterministic ids, idempotent append).
     evaluate_tenant(DRIFTING[0], home=two_days.home, since=DAY1, until=DAY2)
     assert len(read_alerts(catalog, DRIFTING[0])) == len(alerts)
+
+
+def test_cohort_importance_matches_the_raw_rows_of_each_trust_tier(
+    two_days: TwoDays, tmp_path: Path
+) -> None:
+    """A `tier=<t>` cohort is the rows whose producer sent that trust tier, HT-weighted."""
+    from whylake.monitor.config import default_monitor_file
+
+    document = yaml.safe_load(default_monitor_file().read_text())
+    document["defaults"]["cohorts"] = ["tier=gold", "tier=bronze"]
+    settings = tmp_path / "cohorts.yaml"
+    settings.write_text(yaml.safe_dump(document))
+    report = evaluate_tenant("acme", home=two_days.home, slo=settings, since=DAY1, until=DAY1,
+                             record=False)  # fmt: skip
+    [day] = report.days
+    raw = read_explained(two_days.catalog(), "acme", since=DAY1, until=DAY1).to_pylist()
+    assert {c.cohort for c in day.cohorts} == {"tier=gold", "tier=bronze"}
+    for cohort in day.cohorts:
+        tier = cohort.cohort.removeprefix("tier=")
+        mine = [r for r in raw if r["trust_tier"] == tier]
+        assert cohort.rows == len(mine) > 0
+        w = np.array([1 / r["inclusion_probability"] for r in mine])
+        a = np.abs(np.array([[x["value"] for x in r["attributions"]] for r in mine]))
+        expected = (w[:, None] * a).sum(axis=0) / w.sum()  # the ratio (Hajek) estimator
+        np.testing.assert_allclose(cohort.importance.value, expected, rtol=1e-9)
+        assert cohort.ndcg is not None and 0 < cohort.ndcg <= 1
 
 
 def test_metrics_and_alerts_are_tenant_scoped(two_days: TwoDays, reports: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -14,6 +15,8 @@ from whylake.monitor.config import (
     parse_cohort,
     parse_monitor_config,
 )
+from whylake.monitor.drift import Explained
+from whylake.monitor.evaluate import cohort_mask
 from whylake.monitor.slo import SliceEvents, burn_rate, evaluate_burn
 from whylake.schemas.errors import ConfigError
 
@@ -96,3 +99,26 @@ def test_a_pair_fires_only_when_both_windows_burn() -> None:
     rates, fired = evaluate_burn(slo, bad, at, settings.burn_windows)
     assert fired is not None and fired.window.label == "1h/5m" and fired.window.severity == "page"
     assert len(rates) == 2 * len(settings.burn_windows)
+
+
+def test_a_trust_tier_cohort_holds_the_rows_of_that_tier_and_weighs_them() -> None:
+    cohort = parse_cohort("tier=gold")
+    assert (cohort.tier, cohort.flag, cohort.feature) == ("gold", None, None)
+    attributions = np.array([[1.0, -2.0], [5.0, 5.0], [7.0, 7.0], [-3.0, 0.0]])
+    rows = Explained(
+        ("a", "b"),
+        attributions,
+        np.zeros((4, 2)),
+        np.array([0.5, 1.0, 1.0, 0.25]),
+        request_ids=("r0", "r1", "r2", "r3"),
+        trust_tiers=("gold", "silver", None, "gold"),  # r2: the producer sent no tier
+    )
+    mask = cohort_mask(rows, cohort)
+    assert mask.tolist() == [True, False, False, True]
+    gold = rows.select(mask)
+    assert gold.request_ids == ("r0", "r3") and gold.trust_tiers == ("gold", "gold")
+    # A domain of unknown size: the ratio (Hajek) estimator, sum(w |a|) / sum(w), w = 1 / p.
+    values = dict(zip(gold.importance().features, gold.importance().value, strict=True))
+    assert values["a"] == pytest.approx((2 * 1 + 4 * 3) / 6)
+    assert values["b"] == pytest.approx((2 * 2 + 4 * 0) / 6)
+    assert not cohort_mask(rows, parse_cohort("tier=bronze")).any()
