@@ -102,6 +102,21 @@ class TwoDays:
         return catalog
 
 
+def _job_depth_policies() -> Any:
+    """The shipped explanation policy with every `ig_steps` null: the job's own setting holds
+    for every trust tier and escalation (how the failing day gets its too-few IG steps)."""
+    from whylake.schemas.explanation_policy import parse_explanation_policies
+    from whylake.transforms.explanation_plan import default_explanation_policy_file
+
+    def job_depth(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: None if k == "ig_steps" else job_depth(v) for k, v in node.items()}
+        return [job_depth(v) for v in node] if isinstance(node, list) else node
+
+    document = yaml.safe_load(default_explanation_policy_file().read_text())
+    return parse_explanation_policies(job_depth(document))
+
+
 def _run(home: Path, paths: tuple[Path, ...], day: date, **explain: Any) -> Any:
     store = StoreConfig(
         registry_root=str(home / "models"),
@@ -109,6 +124,7 @@ def _run(home: Path, paths: tuple[Path, ...], day: date, **explain: Any) -> Any:
         hash_key=TEST_HASH_KEY,
         catalog=CatalogConfig.embedded(home),
         explain=ExplainConfig(**explain) if explain else ExplainConfig(),
+        explanation_policies=_job_depth_policies() if explain else None,
     )
     return run_batch(BatchJobConfig(inputs=tuple(map(str, paths)), store=store, day=day))
 
