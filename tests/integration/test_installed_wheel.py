@@ -50,6 +50,8 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(wheel: Path) -> None
     assert "whylake/api/static/auditor.html" in names
     assert not [n for n in names if n.endswith(("ruff.toml", ".pyc"))]
     assert "whylake/py.typed" in names
+    assert "whylake/monitor/default.yaml" in names
+    assert "whylake/monitor/prometheus/whylake-rules.yml" in names
     assert "whylake/schemas/policies/explanation.yaml" in names
     assert "whylake/views/templates/v2/tier1.en.txt.j2" in names
     assert "whylake/api/static/auditor.html" in names
