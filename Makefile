@@ -42,9 +42,10 @@ lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	@tree=$$($(PY) tools/package_tree.py build/package-tree) && cd $$tree && \
 	  $(CURDIR)/$(VENV)/bin/lint-imports --config $(CURDIR)/pyproject.toml && \
 	  $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
-	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers
+	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers \
+	    -p whylake.monitor
 
-bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api bench-monitor ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M and 10M records through the batch job, 2% explained -> bench/results/batch.json, batch-10m.json
 	$(PY) -m bench.batch
@@ -69,8 +70,11 @@ bench-replica: up ## OpenSearch docs/s and lookup p50/p99 over 1M docs -> bench/
 bench-api: up ## whylake serve: lookup p50/p99 at 50 clients, 500 SSE streams -> bench/results/api.json
 	$(PY) -m bench.api $(BENCH_ARGS)
 
-up: setup ## Fetch pinned servers, build Prism + SeaweedFS, install Chromium; start OpenSearch, Kafka, MLflow, SeaweedFS
-	$(INFRA) fetch opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest
+bench-monitor: setup ## Drift test: false alarms without drift, power, cost -> bench/results/monitor_drift.json
+	$(PY) -m bench.monitor_drift $(BENCH_ARGS)
+
+up: setup ## Fetch pinned servers, build Prism, SeaweedFS and Prometheus, install Chromium; start OpenSearch, Kafka, MLflow, SeaweedFS
+	$(INFRA) fetch opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest prometheus
 	$(INFRA) up opensearch kafka mlflow seaweedfs
 
 up-all: up ## Also start a long-running Flink job server and the Iceberg REST catalog (on SeaweedFS)
@@ -85,4 +89,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage bench-monitor up up-all down status clean

@@ -8,7 +8,17 @@ package-dir mapping does this for wheels and for editable installs alike.
 from setuptools import find_namespace_packages, setup
 
 # Every root folder that installs, as whylake.<folder>. A new one must be added here.
-ROOTS = ("schemas", "registry", "lake", "transforms", "pipelines", "views", "api", "jobs")
+ROOTS = (
+    "schemas",
+    "registry",
+    "lake",
+    "monitor",
+    "transforms",
+    "pipelines",
+    "views",
+    "api",
+    "jobs",
+)
 
 # Namespace discovery also lists data folders (templates, static files, policies) as packages,
 # so their package-data is installed without setuptools' "package would be ignored" warning.

@@ -14,6 +14,8 @@
 # Services: opensearch, kafka, flink (a long-running Beam Flink job server), prism (binary only),
 # mlflow (tracking server + model registry, SQLite backend, its own venv), seaweedfs
 # (S3-compatible object store), iceberg-rest (Iceberg's REST catalog on the object store).
+# chromium (Debian packages), prometheus (Debian's package, or built from the Go module proxy;
+# scrapes `whylake metrics serve`).
 # Extra fetch target: kafka-expansion (see infra/svc/flink.sh).
 # Cache: .infra/cache/ (WHYLAKE_INFRA_CACHE); run data, logs, pids: .infra/run/<service>/
 # (WHYLAKE_INFRA_RUN). Versions: infra/versions.env. Ports: see `env`, all overridable.
@@ -54,7 +56,7 @@ ICEBERG_REST_WAREHOUSE="${WHYLAKE_ICEBERG_REST_WAREHOUSE:-s3://$SEAWEEDFS_BUCKET
 UP_TIMEOUT="${WHYLAKE_UP_TIMEOUT:-180}"     # seconds per service to become healthy
 DOWN_TIMEOUT="${WHYLAKE_DOWN_TIMEOUT:-60}"  # seconds to exit after SIGTERM, then SIGKILL
 
-ALL_SERVICES=(opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest)
+ALL_SERVICES=(opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest prometheus)
 DEFAULT_UP=(opensearch kafka)
 
 # ---------------------------------------------------------------- helpers
@@ -270,6 +272,7 @@ export WHYLAKE_FLINK_EXPANSION_ENDPOINT=localhost:$FLINK_EXPANSION_PORT
 export WHYLAKE_FLINK_JOB_SERVER_JAR=$(flink_jar)
 export WHYLAKE_FLINK_VERSION=$FLINK_MAJOR_VERSION
 export WHYLAKE_PRISM_BIN=$(prism_bin)
+export WHYLAKE_PROMETHEUS_URL=http://$HOST:$PROMETHEUS_PORT
 export WHYLAKE_MLFLOW_TRACKING_URI=http://$HOST:$MLFLOW_PORT
 export WHYLAKE_S3_ENDPOINT=http://$HOST:$SEAWEEDFS_S3_PORT
 export WHYLAKE_S3_BUCKET=$SEAWEEDFS_BUCKET

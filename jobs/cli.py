@@ -559,6 +559,11 @@ from whylake.jobs import models_commands  # noqa: E402 - command groups after th
 
 app.add_typer(models_commands.app, name="models")
 
+from whylake.jobs import monitor_commands  # noqa: E402
+
+app.add_typer(monitor_commands.app, name="monitor")
+app.add_typer(monitor_commands.metrics_app, name="metrics")
+
 replica = typer.Typer(
     help="The OpenSearch hot replica (rebuildable from Iceberg).", no_args_is_help=True
 )
@@ -653,7 +658,7 @@ def demo(
     ] = None,
     home: Home = None,
 ) -> None:
-    """Train and register the demo models, generate a day of logs, run the job, show an audit."""
+    """Demo models, two days of logs (one tenant drifts), batch runs, an audit, the monitor."""
     from whylake.jobs.demo import run_demo
     from whylake.jobs.options import home_dir
 

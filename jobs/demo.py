@@ -1,9 +1,9 @@
-"""`make demo`: models, a day of logs, the batch job, one SQL audit and one reconstruction."""
+"""`make demo`: models, two days of logs, batch runs, SQL, a reconstruction, the monitor."""
 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +20,7 @@ GROUP BY a.feature ORDER BY abs(weighted_mean_attribution) DESC LIMIT 5
 def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) -> None:
     """Everything `make demo` shows, on the embedded default under `home`."""
     from whylake.jobs.batch_job import run_batch
-    from whylake.jobs.demo_data import generate_day, yesterday
+    from whylake.jobs.demo_data import FeatureShift, generate_day, yesterday
     from whylake.jobs.demo_kinds import register_kind_models
     from whylake.jobs.demo_models import register_demo_models
     from whylake.jobs.options import hash_key
@@ -44,27 +44,50 @@ def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) ->
             f"sha256 {card.artifact_sha256[:16]}… {card.training}",
             highlight=False,
         )
-    console.rule(f"2. generate {per_tenant:,} inference records per tenant for {day}")
-    generated = generate_day(registry, home / "demo-input" / day.isoformat(), day, per_tenant)
-    for path in generated.paths:
-        console.print(f"  {path}", highlight=False)
-    console.print(f"  {generated.records:,} records, {generated.malformed} malformed on purpose")
-    console.rule("3. the batch job")
-    catalog_config = CatalogConfig.embedded(home)
-    summary = run_batch(
-        BatchJobConfig(
-            inputs=tuple(str(p) for p in generated.paths),
-            store=StoreConfig(
-                registry_root=str(home / "models"),
-                policies=load_policies(default_policy_file()),
-                # The demo alone uses the public key: its data is generated, its users made up.
-                hash_key=hash_key(insecure_demo_key=True),
-                catalog=catalog_config,
-            ),
-            day=day,
-        ),
-        console,
+    previous = day - timedelta(days=1)
+    console.rule(
+        f"2. generate {per_tenant:,} inference records per tenant for {previous} and {day}"
     )
+    # The day before is ordinary; on `day`, globex's s5 arrives stuck near its training mean
+    # (an upstream join filling a default): whylake monitor must flag that day and no other.
+    days = {
+        previous: generate_day(
+            registry, home / "demo-input" / previous.isoformat(), previous, per_tenant, seed=6
+        ),
+        day: generate_day(
+            registry,
+            home / "demo-input" / day.isoformat(),
+            day,
+            per_tenant,
+            shifts={DRIFT_TENANT: FeatureShift(DRIFT_FEATURE)},
+        ),
+    }
+    for generated in days.values():
+        for path in generated.paths:
+            console.print(f"  {path}", highlight=False)
+        console.print(
+            f"  {generated.records:,} records, {generated.malformed} malformed on purpose"
+        )
+    console.print(
+        f"  on {day}, {DRIFT_TENANT}'s {DRIFT_FEATURE} is stuck near its mean", highlight=False
+    )
+    catalog_config = CatalogConfig.embedded(home)
+    for step, (run_day, generated) in enumerate(days.items()):
+        console.rule(f"3{'ab'[step]}. the batch job for {run_day}")
+        summary = run_batch(
+            BatchJobConfig(
+                inputs=tuple(str(p) for p in generated.paths),
+                store=StoreConfig(
+                    registry_root=str(home / "models"),
+                    policies=load_policies(default_policy_file()),
+                    # The demo alone uses the public key: its data is generated, its users made up.
+                    hash_key=hash_key(insecure_demo_key=True),
+                    catalog=catalog_config,
+                ),
+                day=run_day,
+            ),
+            console,
+        )
     catalog = open_catalog(catalog_config)
     ensure_tables(catalog)
     console.rule("4. an audit query: acme's HT-weighted mean attribution per feature")
@@ -143,6 +166,7 @@ def run_demo(home: Path, per_tenant: int, day: date | None, console: Console) ->
         write_html_report(text_rec, text_report)
         console.print(f"HTML report with the tokens highlighted: {text_report}", highlight=False)
     _views_and_letter(catalog, request_id, home, console)
+    run_monitor_step(home, previous, day, console)
     console.rule(f"done: run {summary.record.run_id} ({summary.status})")
 
 
@@ -168,3 +192,21 @@ def _views_and_letter(catalog: object, request_id: str, home: Path, console: Con
     letter = home / "letters" / f"acme-{request_id}.{'pdf' if chromium else 'html'}"
     write_letter(rec, letter, LetterConfig(chromium=chromium))
     console.print(f"letter: {letter}", highlight=False)
+
+
+DRIFT_TENANT, DRIFT_FEATURE = "globex", "s5"
+
+
+def run_monitor_step(home: Path, first: date, last: date, console: Console) -> None:
+    """Step 8: `whylake monitor` for every demo tenant over both days, and one HTML report."""
+    from whylake.jobs.demo_models import DEMO_TENANTS
+    from whylake.jobs.monitor_commands import evaluate_tenant, print_report
+    from whylake.views.monitor_report import write_monitor_report
+
+    console.rule(f"8. whylake monitor --tenant <t> --since {first} (SLIs, drift, SLO burn, alerts)")
+    for tenant in DEMO_TENANTS:
+        report = evaluate_tenant(tenant, home=home, since=first, until=last)
+        print_report(report)
+        if tenant == DRIFT_TENANT:
+            path = write_monitor_report(report, home / "reports" / f"monitor-{tenant}.html")
+            console.print(f"HTML report: {path}", highlight=False)

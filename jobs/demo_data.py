@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -123,6 +124,52 @@ def tenant_table(registry: ModelRegistry, tenant: str, day: date, n: int, seed: 
     return pa.Table.from_pydict(cols, schema=INFERENCE_ARROW_SCHEMA)
 
 
+@dataclass(frozen=True)
+class FeatureShift:
+    """A change in one tenant's traffic: a feature stuck near its training mean.
+
+    The classic upstream failure (a join that starts filling a column with its default): the
+    feature's distribution collapses, so the model's reliance on it collapses too, which is
+    what attribution drift monitoring is there to catch.
+    """
+
+    feature: str
+    spread: float = 0.05  # what is left of the feature's spread, as a share of its std
+
+
+def shift_feature(registry: ModelRegistry, table: pa.Table, shift: FeatureShift) -> pa.Table:
+    """The records with `shift.feature` replaced and the scores (and input hashes) redone."""
+    tenant = table.column("tenant_id")[0].as_py()
+    load, _kind, model_id, _out, _desc = DEMO_TENANTS[tenant]
+    data = load()
+    names = list(data.feature_names)
+    j = names.index(shift.feature)
+    model = registry.load(tenant, model_id, DEMO_VERSION)
+    rng = np.random.default_rng([table.num_rows, j, sum(tenant.encode())])
+    n = table.num_rows
+    x = np.array(table.column("features").combine_chunks().items, dtype=float)
+    x = x.reshape(n, len(names))
+    mean, std = data.x[:, j].mean(), data.x[:, j].std()
+    x[:, j] = np.clip(
+        mean + rng.normal(0.0, shift.spread * std, n), data.x[:, j].min(), data.x[:, j].max()
+    )
+    with torch.no_grad():
+        scores = model.module(torch.tensor(x, dtype=torch.float32)).double().numpy()
+    features = pa.MapArray.from_arrays(
+        pa.array(np.arange(0, (n + 1) * len(names), len(names)), pa.int32()),
+        pa.array(np.tile(names, n), pa.large_string()),
+        pa.array(x.ravel(), pa.float64()),
+    )
+    columns = {
+        "features": features,
+        "score": pa.array(scores),
+        "input_hash": pa.array([input_digest(names, row) for row in x], pa.large_string()),
+    }
+    for name, column in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table.cast(INFERENCE_ARROW_SCHEMA)
+
+
 def _jsonable(row: dict[str, object]) -> dict[str, object]:
     out = dict(row)
     out["event_ts"] = row["event_ts"].isoformat()  # type: ignore[union-attr]
@@ -166,8 +213,12 @@ def generate_day(
     seed: int = 7,
     parquet_tenants: tuple[str, ...] = ("globex",),
     with_malformed: bool = True,
+    shifts: Mapping[str, FeatureShift] | None = None,
 ) -> GeneratedDay:
-    """Write one file per tenant: JSONL (with malformed lines mixed in) or Parquet."""
+    """Write one file per tenant: JSONL (with malformed lines mixed in) or Parquet.
+
+    `shifts` changes a tenant's traffic that day (tenant -> FeatureShift), for the monitor.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, records, malformed = [], 0, 0
     registered = {t for t, _, _ in registry.versions()}
@@ -175,6 +226,8 @@ def generate_day(
     tenants = [*DEMO_TENANTS, *(t for t in KIND_DEMOS if t in registered)]
     for tenant in tenants:
         table = tenant_table(registry, tenant, day, per_tenant, seed)
+        if shifts and tenant in shifts:
+            table = shift_feature(registry, table, shifts[tenant])
         records += table.num_rows
         if tenant in parquet_tenants:
             path = out_dir / f"{tenant}-{day:%Y-%m-%d}.parquet"

@@ -17,6 +17,12 @@ from pyiceberg.table import Table
 from whylake.schemas.dead_letter import DEAD_LETTER_PARTITION_SPEC, DEAD_LETTER_SCHEMA
 from whylake.schemas.errors import ConfigError
 from whylake.schemas.explanation import EXPLANATION_PARTITION_SPEC, EXPLANATION_SCHEMA
+from whylake.schemas.metrics import (
+    ALERTS_PARTITION_SPEC,
+    ALERTS_SCHEMA,
+    METRICS_PARTITION_SPEC,
+    METRICS_SCHEMA,
+)
 from whylake.schemas.review import REVIEW_PARTITION_SPEC, REVIEW_SCHEMA
 from whylake.schemas.run_manifest import RUN_SCHEMA
 from whylake.schemas.secrets import Secret
@@ -27,6 +33,8 @@ EXPLANATIONS = f"{NAMESPACE}.explanations"
 DEAD_LETTERS = f"{NAMESPACE}.dead_letters"
 RUNS = f"{NAMESPACE}.runs"
 REVIEWS = f"{NAMESPACE}.reviews"
+METRICS = f"{NAMESPACE}.metrics"
+ALERTS = f"{NAMESPACE}.alerts"
 
 # pyiceberg's own retry re-applies a fast append on the refreshed table. Raised from its default
 # of 4, which lost 4 of 120 commits with 4 concurrent writers here (shared/NOTES.md); whylake
@@ -44,6 +52,8 @@ _TABLES: dict[str, tuple[Schema, PartitionSpec]] = {
     DEAD_LETTERS: (DEAD_LETTER_SCHEMA, DEAD_LETTER_PARTITION_SPEC),
     RUNS: (RUN_SCHEMA, UNPARTITIONED_PARTITION_SPEC),
     REVIEWS: (REVIEW_SCHEMA, REVIEW_PARTITION_SPEC),
+    METRICS: (METRICS_SCHEMA, METRICS_PARTITION_SPEC),
+    ALERTS: (ALERTS_SCHEMA, ALERTS_PARTITION_SPEC),
 }
 
 # Catalog properties whose values are credentials (REST tokens, S3 / GCS keys, passwords).

@@ -225,8 +225,13 @@ def upgrade_mapping(client: Any, index: str) -> None:
     if not client.indices.exists(index=index):
         return
     current = client.indices.get_mapping(index=index)[index]["mappings"]
-    if current.get("_meta", {}).get("whylake_schema_version", 0) < EXPLANATION_SCHEMA_VERSION:
-        client.indices.put_mapping(index=index, body=explanation_mapping())
+    version = current.get("_meta", {}).get("whylake_schema_version", 0)
+    wanted = explanation_mapping()
+    # A column appended without a version bump (optional columns of a later issue) must reach
+    # the mapping too: compare the fields, not only the version.
+    missing = set(wanted["properties"]) - set(current.get("properties", {}))
+    if version < EXPLANATION_SCHEMA_VERSION or missing:
+        client.indices.put_mapping(index=index, body=wanted)
 
 
 def ensure_template(client: Any, config: OpenSearchConfig) -> None:

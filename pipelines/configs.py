@@ -49,6 +49,8 @@ class StoreConfig:
     pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
     # The contract's limits (event-time window, magnitudes, sizes), checked before any use.
     limits: RecordLimits = field(default_factory=RecordLimits)
+    # |re-scored - logged score| above this counts as an offline vs runtime mismatch.
+    score_tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_key, Secret):
@@ -81,6 +83,7 @@ class StoreConfig:
             "limits": {
                 k: str(v) if k == "reference_time" else v for k, v in asdict(self.limits).items()
             },
+            "score_tolerance": self.score_tolerance,
         }
 
 

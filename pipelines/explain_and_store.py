@@ -8,26 +8,28 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection
 
-from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS
+from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS, METRICS
 from whylake.pipelines.configs import StoreConfig
 from whylake.schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA
 from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
+from whylake.schemas.metrics import METRICS_ARROW_SCHEMA
 from whylake.transforms.check import CheckConfig, CheckExplanations
 from whylake.transforms.explain import ExplainSampledRecords, ExplainStageConfig
+from whylake.transforms.measure import MeasureConfig, MeasureExplanations
 from whylake.transforms.progress import report
 from whylake.transforms.sample import SampleAndCountByPolicy, SampleConfig
 from whylake.transforms.validate import ValidateConfig, ValidateRecords
-from whylake.transforms.write_iceberg import AppendConfig, AppendToIceberg
+from whylake.transforms.write_iceberg import COMMITTED, AppendConfig, AppendToIceberg
 from whylake.transforms.write_opensearch import WriteToOpenSearch
 
 
 class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCollection[Any]]]):
     """{"records": Arrow batches, "dead_letters": upstream dead letters} -> commits.
 
-    Returns {"commits", "dead_letter_commits", "counts"} (+ "replicated" with a replica): the
-    explanation and dead-letter CommitResults, the sampler's per-stratum counts and the
-    replica's IndexOutcomes. Works per window, so the streaming job
-    gets one sample and one set of commits per window firing.
+    Returns {"commits", "dead_letter_commits", "metric_commits", "counts"} (+ "replicated" with
+    a replica): the explanation, dead-letter and metrics CommitResults, the sampler's
+    per-stratum counts and the replica's IndexOutcomes. Works per window, so the streaming job
+    gets one sample, one set of commits and one metrics row per slice per window firing.
     """
 
     def __init__(self, config: StoreConfig) -> None:
@@ -73,6 +75,7 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 day_field="event_ts",
                 catalog=config.catalog,
                 emit_rows=config.opensearch is not None,
+                emit_committed=True,
             )
         )
         replicated = None
@@ -105,10 +108,34 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 to_dict=lambda d: d._asdict(),
             )
         ).commits
+        measured = {
+            "valid": validated.valid,
+            "strata": sampled.counts,
+            "sampled": sampled.samples,
+            "committed": appended[COMMITTED],
+            "failed": (explained.dead_letters, checked.dead_letters)
+            | "MergeFailures" >> beam.Flatten(),
+        } | "Measure" >> MeasureExplanations(
+            MeasureConfig(config.run_id, score_tolerance=config.score_tolerance)
+        )
+        metric_commits = (
+            measured
+            | "AppendMetrics"
+            >> AppendToIceberg(
+                AppendConfig(
+                    table=METRICS,
+                    key="metric_id",
+                    schema=METRICS_ARROW_SCHEMA,
+                    run_id=config.run_id,
+                    catalog=config.catalog,
+                )
+            )
+        ).commits
         _ = appended.commits | "ReportCommitted" >> beam.Map(report_commit)
         outputs = {
             "commits": appended.commits,
             "dead_letter_commits": dead_commits,
+            "metric_commits": metric_commits,
             "counts": sampled.counts,
         }
         if replicated is not None:

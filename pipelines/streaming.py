@@ -55,10 +55,13 @@ def build(p: beam.Pipeline, config: StreamJobConfig) -> dict[str, beam.PCollecti
         CommitOffsetsConfig(
             kafka, allowed_lateness_s=config.allowed_lateness_s + config.late_margin_s
         ),
-        # Offsets move only past windows whose Iceberg commits and replica writes are done:
-        # a window re-read after a crash is re-indexed too (the replica's exactly-once).
+        # Offsets move only past windows whose Iceberg commits (explanations, dead letters,
+        # metrics) and replica writes are done: a window re-read after a crash is re-indexed
+        # and re-measured too (the replica's exactly-once; metric rows are keyed).
         after=tuple(
-            stored[k] for k in ("commits", "dead_letter_commits", "replicated") if k in stored
+            stored[k]
+            for k in ("commits", "dead_letter_commits", "metric_commits", "replicated")
+            if k in stored
         ),
     )
     return {**stored, "offsets": offsets}

@@ -286,6 +286,15 @@ EXPLANATION_SCHEMA = Schema(
         required=False,
         doc="Gauss-Legendre points behind this row's IG attributions (recompute with these)",
     ),
+    # 170-199 monitoring: what the explain stage cost (the producer's input hash is checked by
+    # input_hash_mismatch, field 125).
+    NestedField(
+        170,
+        "explain_seconds",
+        DoubleType(),
+        required=False,
+        doc="CPU seconds (GPU seconds on cuda) of the explain call, this row's share",
+    ),
 )
 
 # identity(tenant_id) keeps every tenant's rows in files of their own; day(event_ts) prunes

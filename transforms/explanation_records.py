@@ -226,6 +226,7 @@ def assemble_records(
                 "attribution_std_error": std_error,
                 "model_source": card.source,
                 "counterfactual_method": computed.counterfactual_method if cf_rows else None,
+                "explain_seconds": None,  # set by the caller, which timed the explainers
             }
         )
     return records

@@ -20,7 +20,7 @@ from whylake.registry.store import LoadedModel, ModelRegistry
 from whylake.schemas.explanation_policy import ExplanationPolicies
 from whylake.schemas.secrets import Secret
 from whylake.transforms.explainers.config import ExplainConfig
-from whylake.transforms.explainers.device import pick_device
+from whylake.transforms.explainers.device import ExplainClock, pick_device
 from whylake.transforms.explanation_plan import (
     RowPlan,
     annotate_records,
@@ -115,8 +115,11 @@ class ModelBank:
         placed: dict[int, Row] = {}
         for plan, idx in group_by_plan(plans).items():
             sub, xs, cfg = [rows[i] for i in idx], x[idx], plan.explain_config(self.config)
-            computed = self._compute(loaded, sub, xs, cfg, plan)
+            with ExplainClock(self.device) as clock:
+                computed = self._compute(loaded, sub, xs, cfg, plan)
             records = assemble_records(loaded, sub, xs, computed, replace(ctx, config=cfg))
+            for record in records:  # the part's cost, shared evenly by its rows
+                record["explain_seconds"] = clock.seconds / len(records)
             annotated = annotate_records(records, sub, plan, explanation, sampling)
             placed.update(zip(idx, annotated, strict=True))
         return [placed[i] for i in range(len(rows))]

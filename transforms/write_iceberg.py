@@ -28,6 +28,7 @@ from whylake.schemas.errors import ConfigError
 
 Row = dict[str, Any]
 ROWS = "rows"
+COMMITTED = "committed"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class AppendConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     commit: CommitConfig = field(default_factory=CommitConfig)
     emit_rows: bool = False  # also output each group's rows once its commit is durable
+    # Also output (committed_at_ms, row) per row on `committed`: the commit time of the snapshot
+    # that added the row, or None for a row an earlier run had committed (monitoring's latency).
+    emit_committed: bool = False
 
     def __post_init__(self) -> None:
         if self.key not in self.schema.names:
@@ -54,7 +58,8 @@ class AppendToIceberg(beam.PTransform[PCollection[Any], pvalue.DoOutputsTuple]):
 
     Output: PCollection[CommitResult], one per group, for the run manifest; with
     `emit_rows`, a tagged output `rows` carries every row of a group after its commit (new or
-    already present), so a replica written from it never runs ahead of Iceberg.
+    already present), so a replica written from it never runs ahead of Iceberg; with
+    `emit_committed`, a tagged output `committed` carries (commit time in ms or None, row).
     """
 
     def __init__(self, config: AppendConfig, to_dict: Callable[[Any], Row] = dict) -> None:
@@ -72,7 +77,7 @@ class AppendToIceberg(beam.PTransform[PCollection[Any], pvalue.DoOutputsTuple]):
             | "CommitGroup"
             >> beam.ParDo(_AppendGroupFn(config))
             .with_output_types(CommitResult)
-            .with_outputs(ROWS, main="commits")
+            .with_outputs(ROWS, COMMITTED, main="commits")
         )
 
     def display_data(self) -> dict[str, Any]:
@@ -137,3 +142,31 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         if self.config.emit_rows:
             for row in rows:
                 yield TaggedOutput(ROWS, row)
+        if self.config.emit_committed:
+            times = _commit_times(self.catalog, self.config, result, group, rows)
+            for row in rows:
+                yield TaggedOutput(COMMITTED, (times.get(row[self.config.key]), row))
+
+
+def _commit_times(
+    catalog: Any, config: AppendConfig, result: CommitResult, group: str, rows: list[Row]
+) -> dict[str, int]:
+    """Commit time (ms) of each row this append added; rows already present get none.
+
+    The snapshot's own timestamp is the commit time. When a replay added only some of the rows,
+    the keys present just before our snapshot (its parent) are the ones that were not ours.
+    """
+    if result.snapshot_id is None:
+        return {}
+    table = catalog.load_table(config.table)
+    snapshot = table.snapshot_by_id(result.snapshot_id)
+    keys = [r[config.key] for r in rows]
+    if result.rows_already_present == 0 or snapshot.parent_snapshot_id is None:
+        return dict.fromkeys(keys, snapshot.timestamp_ms)
+    before = table.scan(
+        row_filter=_scope(group, config),
+        snapshot_id=snapshot.parent_snapshot_id,
+        selected_fields=(config.key,),
+    ).to_arrow()[config.key]
+    old = set(before.to_pylist())
+    return {k: snapshot.timestamp_ms for k in keys if k not in old}

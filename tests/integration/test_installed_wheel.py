@@ -50,11 +50,23 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(wheel: Path) -> None
     assert "whylake/api/static/auditor.html" in names
     assert not [n for n in names if n.endswith(("ruff.toml", ".pyc"))]
     assert "whylake/py.typed" in names
+    assert "whylake/monitor/default.yaml" in names
+    assert "whylake/monitor/prometheus/whylake-rules.yml" in names
     assert "whylake/schemas/policies/explanation.yaml" in names
     assert "whylake/views/templates/v2/tier1.en.txt.j2" in names
     assert "whylake/api/static/auditor.html" in names
     # Every module of the checkout's root folders is in it (setup.py's ROOTS list is complete).
-    for root in ("schemas", "registry", "lake", "transforms", "pipelines", "views", "api", "jobs"):
+    for root in (
+        "schemas",
+        "registry",
+        "lake",
+        "monitor",
+        "transforms",
+        "pipelines",
+        "views",
+        "api",
+        "jobs",
+    ):
         for source in (REPO / root).rglob("*.py"):
             assert f"whylake/{source.relative_to(REPO)}" in names, source
     top_level = next(n for n in names if n.endswith("top_level.txt"))

@@ -207,3 +207,30 @@ def test_bulk_load_settings_are_switched_on_and_restored(replica: OpenSearchConf
     finally:
         client.indices.delete(index=name, ignore_unavailable=True)
         client.close()
+
+
+def test_an_index_of_the_same_version_gets_the_optional_columns_added_since(
+    replica: OpenSearchConfig,
+) -> None:
+    """An optional column appended without a version bump (explain_seconds, issue 9) reaches an
+    index made before it: a strict mapping would otherwise refuse every new document."""
+    from whylake.lake.opensearch import upgrade_mapping
+    from whylake.schemas.opensearch import explanation_mapping
+
+    client = replica.client()
+    # Outside the template's pattern, so the index has exactly the older mapping it is given.
+    name = f"older-{replica.index_prefix}"
+    try:
+        older = explanation_mapping()
+        older["properties"].pop("explain_seconds")
+        client.indices.create(index=name, body={"mappings": older})
+        before = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
+        assert "explain_seconds" not in before
+        upgrade_mapping(client, name)
+        props = client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
+        assert props["explain_seconds"] == {"type": "double"}
+        client.index(index=name, body={"tenant_id": "acme", "explain_seconds": 0.01}, refresh=True)
+        assert client.count(index=name)["count"] == 1
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
+        client.close()

@@ -31,6 +31,7 @@ from whylake.jobs.demo_models import register_demo_models
 from whylake.lake.catalog import (
     DEAD_LETTERS,
     EXPLANATIONS,
+    METRICS,
     RUNS,
     CatalogConfig,
     ensure_tables,
@@ -431,6 +432,15 @@ def test_sampled_events_land_once_in_iceberg_and_opensearch_and_a_malformed_one_
     assert final["records_failed"] == 0 and final["records_already_present"] == 0
     assert any("later than the allowed lateness" in w for w in final["warnings"])
     assert not any("not accounted for" in w for w in final["warnings"]), final["warnings"]
+
+    # The shared stage measured every window pane (issue 9): per (tenant, window), the metrics
+    # rows count exactly the explanations committed for it, and name the window.
+    table = open_catalog(CatalogConfig.embedded(job.home)).load_table(METRICS)
+    measured: Counter[tuple[str, int]] = Counter()
+    for m in table.scan().to_arrow().to_pylist():
+        assert m["window_start"] is not None and m["window_end"] > m["window_start"]
+        measured[(m["tenant_id"], _window(m["window_start"]))] += m["explained"]
+    assert measured == Counter((r["tenant_id"], _window(r["event_ts"])) for r in rows)
 
 
 def test_killed_mid_stream_and_restarted_loses_nothing_and_doubles_nothing(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 _KNOWN = ("cpu", "cuda")
@@ -80,3 +82,31 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         index_b = b.index if b.index is not None else torch.cuda.current_device()
         return index_a == index_b
     return True
+
+
+class ExplainClock:
+    """What an explain call cost: CPU seconds of the calling thread, or GPU seconds on CUDA.
+
+    On the CPU, `time.thread_time` counts only this thread: the explain stage runs torch with
+    one intra-op thread on the worker's own thread (ExplainStageConfig.torch_threads), while
+    process time would also count the other Beam workers of a multi-threaded process. On CUDA
+    the device is synchronised at both ends, so the wall time is the time the GPU was held.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return time.perf_counter()
+        return time.thread_time()
+
+    def __enter__(self) -> ExplainClock:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = self._now() - self._start
