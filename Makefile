@@ -45,7 +45,7 @@ lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers \
 	    -p whylake.monitor
 
-bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api bench-monitor ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api bench-monitor bench-explain-stage ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M and 10M records through the batch job, 2% explained -> bench/results/batch.json, batch-10m.json
 	$(PY) -m bench.batch
@@ -53,6 +53,9 @@ bench-batch: setup ## 1M and 10M records through the batch job, 2% explained -> 
 
 bench-storage: setup ## Commit latency into 0/1M/10M-row partitions, tenant SQL + reconstruction over 10M rows -> bench/results/storage.json
 	$(PY) -m bench.storage $(BENCH_ARGS)
+
+bench-explain-stage: setup ## The explain stage's rate against its kernels' rate in the same run -> bench/results/explain_stage.json
+	$(PY) -m bench.explain_stage $(BENCH_ARGS)
 
 bench-explainers: setup ## Ours vs captum / shap / dice-ml -> bench/results/explainers.json
 	$(PY) -m pip install --quiet -e '.[bench]'
@@ -89,4 +92,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage bench-monitor up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage bench-monitor bench-explain-stage up up-all down status clean

@@ -292,6 +292,38 @@ FIGURES: tuple[Figure, ...] = (
         "< 1e-4",
     ),
     Figure(
+        "explain stage rate / its kernels' compute-bound rate (same run)",
+        "explain_stage.json",
+        ("stage_to_kernel_ratio",),
+        _pct,
+        ">= 50% (issue 11)",
+    ),
+    Figure(
+        "explain stage: rows explained",
+        "explain_stage.json",
+        ("explain_stage", "rows_per_s"),
+        _num(",.0f", " rows/s"),
+    ),
+    Figure(
+        "drift test: false alarms on no-drift days (10 rows explained a day)",
+        "monitor_drift.json",
+        ("no_drift", 0, "false_alarm_rate"),
+        _pct,
+        "<= 5% (the configured level)",
+    ),
+    Figure(
+        "drift test: false alarms with thresholds alone (10 rows a day)",
+        "monitor_drift.json",
+        ("no_drift", 0, "thresholds_only_rate"),
+        _pct,
+    ),
+    Figure(
+        "drift test: a stuck feature detected (30 rows a day)",
+        "monitor_drift.json",
+        ("power", 0, "detection_rate"),
+        _pct,
+    ),
+    Figure(
         "streaming: backlog drained",
         "streaming.json",
         ("backlog", "events_per_s"),
@@ -387,6 +419,7 @@ def _load_average(data: dict[str, Any]) -> str:
         ("meta", "load_average"),
         ("machine", "load_average_1m_at_end"),
         ("machine", "load_average"),
+        ("machine", "load_average_before"),
     ):
         try:
             value = _lookup(data, path)
