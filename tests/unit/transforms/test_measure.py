@@ -15,6 +15,7 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to_per_window
 from apache_beam.transforms.window import FixedWindows, IntervalWindow, TimestampedValue
 
+from tests.unit.keys import TEST_PII
 from whylake.schemas.arrow import strict_table
 from whylake.schemas.dead_letter import dead_letter
 from whylake.schemas.metrics import METRICS_ARROW_SCHEMA
@@ -63,8 +64,10 @@ def _explained(i: int, at: datetime, always: bool = False) -> dict[str, Any]:
 
 def _failure(i: int, at: datetime) -> Any:
     record = {**_sampled(i, at), "event_ts": at.isoformat()}
-    return dead_letter(run_id="run-1", stage="explain", error="boom", record=record,
-                       source="test", tenant_id="acme", request_id=f"r{i}")  # fmt: skip
+    return dead_letter(
+        run_id="run-1", stage="explain", error="boom", record=record,
+        source="test", tenant_id="acme", request_id=f"r{i}", pii=TEST_PII,
+    )  # fmt: skip
 
 
 def _slice(at: datetime, first: int) -> dict[str, list[Any]]:
@@ -145,7 +148,7 @@ def _project(row: dict[str, Any]) -> tuple[Any, ...]:
 def test_a_dead_letter_without_a_model_is_counted_not_fatal() -> None:
     data = _slice(T0, 0)
     broken = dead_letter(run_id="r", stage="explain", error="x", record="not json",
-                         source="s", tenant_id="acme")  # fmt: skip
+                         source="s", tenant_id="acme", pii=TEST_PII)  # fmt: skip
     data["failed"].append(broken)
     with BeamTestPipeline(runner="FnApiRunner") as p:
         inputs = {name: p | f"Create{name}" >> beam.Create(data[name]) for name in INPUTS}
