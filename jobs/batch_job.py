@@ -129,6 +129,10 @@ def _final(
         )
     if outcome is not None:
         problems.extend(_lost_on_the_way(c, invalid, failed))
+    if outcome is not None and read and invalid == read:
+        # Bad input never crashes the job, but a run in which nothing could be used is no
+        # success: the input is wrong (a schema change upstream, the wrong files).
+        problems.append(f"none of the {read} records read was valid: see dead_letters")
     if failed:
         share = failed / sampled if sampled else 1.0
         message = f"{failed} of {sampled} sampled records could not be explained: see dead_letters"
