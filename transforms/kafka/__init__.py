@@ -2,11 +2,13 @@
 
 Three transforms, each in its own module, used together by `pipelines/streaming.py`:
 
-- `ReadFromKafkaTopic`: an unbounded splittable DoFn, one restriction per partition: an
-  `OffsetRange(start, ∞)` claimed offset by offset, a watermark estimator (bounded
-  out-of-orderness over the records' Kafka timestamps, advanced to wall-clock time while the
-  partition is caught up), and a checkpoint (`ProcessContinuation.resume`) every poll so each
-  bundle stays short. It emits one `KafkaBatch` per poll and event-time window (not one
+- `ReadFromKafkaTopic`: an unbounded splittable DoFn, one restriction for all the topic's
+  partitions (each partition's next offset, claimed in order), one watermark per partition
+  (bounded out-of-orderness over the records' Kafka timestamps, advanced to wall-clock time
+  while the partition is caught up) whose minimum is the reader's watermark, and a checkpoint
+  (`ProcessContinuation.resume`) every poll so each bundle stays short. One restriction, not
+  one per partition: Prism keeps the watermark of the last bundle's residuals, so with one
+  per partition an idle partition's watermark overtook another's backlog (records lost). It emits one `KafkaBatch` per poll and event-time window (not one
   element per message). Each message carries `claimed_from`: the first offset it covers, so
   the messages of a partition tile its offsets without gaps (control records, compaction).
   Records whose window ended more than the allowed lateness before the reader's watermark

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Timestamp
 
 from tests.unit.keys import TEST_PII
 from whylake.transforms.kafka import (
@@ -24,7 +24,7 @@ from whylake.transforms.kafka import (
 )
 from whylake.transforms.kafka.ledger import merge_ranges
 from whylake.transforms.kafka.positions import _finished_from_metadata
-from whylake.transforms.kafka.source import _CheckpointOnlyTracker
+from whylake.transforms.kafka.source import Positions, _PartitionWatermarks, _PositionsTracker
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -45,11 +45,35 @@ def test_frontier_moves_only_over_a_contiguous_finished_prefix() -> None:
 
 
 def test_the_tracker_takes_checkpoints_but_declines_dynamic_splits() -> None:
-    tracker = _CheckpointOnlyTracker(OffsetRange(5, 2**62))
-    assert tracker.try_claim(5)
-    assert tracker.try_split(0.5) is None  # Prism asks for half of [6, ∞): no such offsets
+    tracker = _PositionsTracker(Positions(((0, 5), (1, 7))))
+    assert tracker.try_claim((0, 5)) and tracker.try_claim((0, 8))  # a gap: compacted offsets
+    assert tracker.try_split(0.5) is None  # Prism asks for half of an unbounded range: declined
+    with pytest.raises(ValueError, match="claimed after"):
+        tracker.try_claim((0, 6))  # a partition's offsets are claimed in order
     primary, residual = tracker.try_split(0)
-    assert (primary.start, primary.stop, residual.start) == (5, 6, 6)
+    assert primary == Positions(((0, 5), (1, 7)), ((0, 9), (1, 7)))
+    assert residual == Positions(((0, 9), (1, 7)))
+    assert not tracker.try_claim((1, 7))  # after a checkpoint this call claims nothing more
+    assert tracker.check_done() and tracker.is_bounded()
+
+
+def test_an_unbounded_restriction_must_end_in_a_checkpoint() -> None:
+    tracker = _PositionsTracker(Positions(((0, 0),)))
+    assert tracker.try_claim((0, 0))
+    with pytest.raises(ValueError, match="without a checkpoint"):
+        tracker.check_done()
+
+
+def test_the_reader_watermark_is_the_slowest_partition_and_waits_for_all() -> None:
+    watermarks = _PartitionWatermarks(((0, None), (1, None)))
+    watermarks.advance(1, Timestamp.of(T0 + 600))  # an idle partition at wall-clock time
+    assert watermarks.current_watermark() is None  # partition 0 unknown: holds everything
+    watermarks.advance(0, Timestamp.of(T0))  # a backlog ten minutes behind
+    assert watermarks.current_watermark() == Timestamp.of(T0)
+    watermarks.advance(0, Timestamp.of(T0 - 5))  # never backwards
+    assert watermarks.current_watermark() == Timestamp.of(T0)
+    again = _PartitionWatermarks(watermarks.get_estimator_state())  # across a checkpoint
+    assert again.current_watermark() == Timestamp.of(T0)
 
 
 def test_offset_metadata_round_trips_and_tolerates_garbage() -> None:
