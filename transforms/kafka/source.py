@@ -33,16 +33,16 @@ class _BatchBuilder:
         self.claimed: list[int] = []
         self.timestamps: list[int] = []
         self.values: list[bytes | None] = []
-        self.at_ms: int | None = None  # the element's timestamp: its oldest record, or later
+        self.at_us: int | None = None  # the element's timestamp (micros): oldest record, or later
 
     def add(
-        self, offset: int, claimed_from: int, ts_ms: int, at_ms: int, value: bytes | None
+        self, offset: int, claimed_from: int, ts_ms: int, at_us: int, value: bytes | None
     ) -> None:
         self.offsets.append(offset)
         self.claimed.append(claimed_from)
         self.timestamps.append(ts_ms)
         self.values.append(value)
-        self.at_ms = at_ms if self.at_ms is None else min(self.at_ms, at_ms)
+        self.at_us = at_us if self.at_us is None else min(self.at_us, at_us)
 
     def build(self, topic: str, partition: int, late: bool) -> KafkaBatch:
         return KafkaBatch(
@@ -60,7 +60,10 @@ class ReadFromKafkaTopic(beam.PTransform[pvalue.PBegin, PCollection[KafkaBatch]]
     """PBegin -> unbounded PCollection[KafkaBatch], timestamped with the Kafka timestamp.
 
     One element per poll, partition and event-time window (`KafkaReadConfig.window_s`), at the
-    oldest timestamp it holds; records past the allowed lateness come in `late` batches instead.
+    oldest timestamp it holds. Nothing is emitted behind the reader's watermark: a record behind
+    it by less than the allowed lateness is stamped at the watermark (it joins the window open
+    there; its event_ts is unchanged), and records past the allowed lateness come in `late`
+    batches, stamped at the watermark too, for the dead letters.
 
     Producers set the record timestamp (CreateTime) to the event's time, so these are event-time
     timestamps; a topic with LogAppendTime yields arrival time instead.
@@ -195,6 +198,7 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
         self.records = Metrics.counter("whylake", "kafka_records_read")
         self.errors = Metrics.counter("whylake", "kafka_poll_errors")
         self.late = Metrics.counter("whylake", "kafka_records_late")
+        self.behind = Metrics.counter("whylake", "kafka_records_behind_watermark")
 
     # -- restriction: offsets from the group's committed positions to ∞, never split up front
 
@@ -288,15 +292,22 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
             if ts_ms is None or ts_ms < 0:
                 ts_ms = int(time.time() * 1000)
             if late_before_ms is not None and (ts_ms // window_ms + 1) * window_ms < late_before_ms:
-                key, at_ms = _LATE, ts_ms
+                key, at_us = _LATE, ts_ms * 1000
             else:
-                at_ms = ts_ms
-                key = (at_ms // window_ms + 1) * window_ms
+                # Behind the watermark but within the lateness: stamped at the watermark, in the
+                # window open there (its event_ts unchanged). An element behind the watermark
+                # holds no watermark downstream, so the offset committer's barrier could pass it
+                # while it is still on its way to Iceberg; stamped at the watermark, it holds it.
+                at_us = ts_ms * 1000
+                if current is not None and at_us < current.micros:
+                    at_us = current.micros
+                    self.behind.inc()
+                key = (at_us // 1000 // window_ms + 1) * window_ms
                 oldest[partition] = min(oldest.get(partition, ts_ms), ts_ms)
             builder = batches.get((partition, key))
             if builder is None:
                 builder = batches[(partition, key)] = _BatchBuilder()
-            builder.add(offset, claimed_from[partition], ts_ms, at_ms, message.value())
+            builder.add(offset, claimed_from[partition], ts_ms, at_us, message.value())
             claimed_from[partition], read = offset + 1, read + 1
             newest[partition] = max(newest.get(partition, ts_ms), ts_ms)
         for (partition, key), builder in batches.items():
@@ -306,9 +317,9 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
                 # Stamped at the watermark (on time: no runner may drop it); dead-lettered.
                 yield beam.window.TimestampedValue(builder.build(topic, partition, True), current)
             else:
-                assert builder.at_ms is not None
+                assert builder.at_us is not None
                 yield beam.window.TimestampedValue(
-                    builder.build(topic, partition, False), builder.at_ms / 1000.0
+                    builder.build(topic, partition, False), Timestamp(micros=builder.at_us)
                 )
         self._next = claimed_from
         if read:
@@ -319,16 +330,18 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
         lag = self.config.max_out_of_orderness_s
         for partition in start:
             if partition in newest:
-                to = newest[partition] / 1000.0 - lag
+                to = newest[partition] * 1000 - int(lag * 1e6)  # micros, exact
                 if self.config.allowed_lateness_s is not None and partition in oldest:
                     # One poll of a backlog (after a restart) can span minutes of event time. A
                     # watermark moved past all of it at once would make the next poll's records
                     # late, so it moves at most the allowed lateness past this poll's oldest.
-                    to = min(to, oldest[partition] / 1000.0 + self.config.allowed_lateness_s)
-                watermark.advance(partition, Timestamp.of(to))
+                    lateness_us = int(self.config.allowed_lateness_s * 1e6)
+                    to = min(to, oldest[partition] * 1000 + lateness_us)
+                watermark.advance(partition, Timestamp(micros=to))
             elif not failed and self._caught_up(topic, partition, claimed_from[partition]):
                 # Nothing new and the broker says we are at the end: event time goes on anyway,
-                # or an idle partition would hold every window open forever.
+                # or an idle partition would hold every window open forever. A record that
+                # arrives behind this after all is stamped at the watermark (above).
                 watermark.advance(partition, Timestamp.of(time.time() - lag))
         tracker.defer_remainder(Duration.of(0 if read else self.config.poll_timeout_s))
 

@@ -23,6 +23,7 @@ from whylake.transforms.kafka import (
     advance_frontier,
 )
 from whylake.transforms.kafka.ledger import merge_ranges
+from whylake.transforms.kafka.parse import _ParseToBatchesFn
 from whylake.transforms.kafka.positions import _finished_from_metadata
 from whylake.transforms.kafka.source import Positions, _PartitionWatermarks, _PositionsTracker
 
@@ -77,9 +78,42 @@ def test_the_reader_watermark_is_the_slowest_partition_and_waits_for_all() -> No
 
 
 def test_offset_metadata_round_trips_and_tolerates_garbage() -> None:
-    assert _finished_from_metadata(json.dumps({"finished": [1000, 3000]})) == {1000, 3000}
-    assert _finished_from_metadata(None) == set()
-    assert _finished_from_metadata("not json") == set()
+    metadata = json.dumps({"finished": [[1000, 41], [3000, 97]]})
+    assert _finished_from_metadata(metadata) == {1000: 41, 3000: 97}
+    # Written by an older job: window ends only, each window skipped whole on a re-read.
+    assert _finished_from_metadata(json.dumps({"finished": [1000, 3000]})) == {
+        1000: None,
+        3000: None,
+    }
+    assert _finished_from_metadata(None) == {}
+    assert _finished_from_metadata("not json") == {}
+
+
+def test_a_re_read_skips_only_the_offsets_its_finished_window_owned() -> None:
+    # Window [T0, T0 + 5) finished owning offsets up to 11; offsets 12-13 have its event time
+    # but went to a later window (they came in behind the watermark), maybe not committed yet.
+    fn = _ParseToBatchesFn(
+        ParseConfig("run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False, pii=TEST_PII)
+    )
+    fn.setup()
+    end_ms = int((T0 + 5) * 1000)
+    fn.finished = {0: {end_ms: 11}}
+    fn.start_bundle()
+    offsets = (10, 11, 12, 13)
+    batch = KafkaBatch(
+        "t", 0, offsets, offsets, (int(T0 * 1000),) * 4, tuple(_event(f"r-{o}") for o in offsets)
+    )
+    win = window.IntervalWindow(T0, T0 + 5)
+    assert list(fn.process(batch, win, Timestamp.of(T0))) == []  # batch_rows not reached
+    outputs = list(fn.finish_bundle())
+    (records,) = [o.value for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
+    assert records.column("request_id").to_pylist() == ["r-12", "r-13"]
+    (ledger,) = [o.value.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert ledger.entries == ((end_ms, 0, ((10, 13),)),)  # every offset still covered
+    fn.finished = {0: {end_ms: None}}  # an older job's metadata: the whole window is skipped
+    fn.start_bundle()
+    assert list(fn.process(batch, win, Timestamp.of(T0))) == []
+    assert [o for o in fn.finish_bundle() if not isinstance(o, beam.pvalue.TaggedOutput)] == []
 
 
 def test_config_checks_itself() -> None:
