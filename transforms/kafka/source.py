@@ -276,7 +276,7 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
         claimed_from = dict(start)
         newest: dict[int, int] = {}
         oldest: dict[int, int] = {}
-        read, stopped, failed = 0, False, False
+        read, behind, stopped, failed = 0, 0, False, False
         for message in messages:
             if message.error() is not None:
                 # Transport errors (broker down) are retried by librdkafka; resume later.
@@ -301,7 +301,7 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
                 at_us = ts_ms * 1000
                 if current is not None and at_us < current.micros:
                     at_us = current.micros
-                    self.behind.inc()
+                    behind += 1
                 key = (at_us // 1000 // window_ms + 1) * window_ms
                 oldest[partition] = min(oldest.get(partition, ts_ms), ts_ms)
             builder = batches.get((partition, key))
@@ -325,6 +325,9 @@ class _ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvid
         if read:
             self.records.inc(read)
             report("kafka_read", read)
+        if behind:
+            self.behind.inc(behind)
+            report("records_behind_watermark", behind)
         if stopped:
             return
         lag = self.config.max_out_of_orderness_s
