@@ -199,6 +199,12 @@ def manifest_counts(counters: dict[str, int], progress: dict[str, int]) -> dict[
         )
     if replayed:
         warnings.append(f"{replayed} re-read records of windows finished before were skipped")
+    behind = n("kafka_records_behind_watermark", progress_name="records_behind_watermark")
+    if behind:
+        warnings.append(
+            f"{behind} records came in behind the watermark (within the allowed lateness) and "
+            "were processed in the window open then; their event_ts is unchanged"
+        )
     if failed:
         warnings.append(f"{failed} sampled records could not be explained (dead letters)")
     # Counts balance, as the batch job checks: every record read is refused (a dead letter

@@ -8,9 +8,13 @@ Same stages as the batch job (validate, sample, explain, check, append), per eve
       --> explain --> check --> AppendToIceberg (per pane, tenant and day) --> OpenSearch
                                            \\-> CommitKafkaOffsets (after the Iceberg commits)
 
-Panes are DISCARDING: a late firing holds only the late records, so each (window, pane) is a
-stratum of its own and the inclusion probabilities stay exact for it; summing Horvitz-Thompson
-estimates over strata stays unbiased. Exactly once in the tables: see whylake.transforms.kafka.
+The reader emits nothing behind its watermark: a record that arrives behind it (within the
+allowed lateness) is stamped at the watermark and joins the window open there, its event_ts
+unchanged, so it holds the watermark of every step after it, the offset barrier's included. A
+pane that fires late anyway (another runner) is DISCARDING: it holds only the late records, so
+each (window, pane) is a stratum of its own and the inclusion probabilities stay exact for it;
+summing Horvitz-Thompson estimates over strata stays unbiased. Exactly once in the tables: see
+whylake.transforms.kafka.
 """
 
 from __future__ import annotations

@@ -173,7 +173,10 @@ class _CommitOffsetsFn(beam.DoFn):  # type: ignore[misc]
         done[partition] = (frontier, ranges, ahead)
         if frontier == start:
             return None
-        ends = sorted(ahead)
+        # Each finished window with the highest offset it owns here: on a re-read only its own
+        # records are skipped, not a record of its time that went to a later window (one that
+        # arrived behind the watermark), which may not be committed yet.
+        ends = [[end, ahead[end]] for end in sorted(ahead)]
         metadata = json.dumps({"finished": ends}, separators=(",", ":"))
         while len(metadata) > _METADATA_MAX_CHARS:  # keep the oldest: they are re-read first
             ends = ends[: len(ends) // 2]

@@ -16,9 +16,9 @@ _METADATA_MAX_CHARS = 3500  # Kafka's default offset.metadata.max.bytes is 4096
 
 def committed_positions(
     config: KafkaReadConfig, partitions: Sequence[int], timeout_s: float = 60.0
-) -> dict[int, tuple[int, set[int]]]:
+) -> dict[int, tuple[int, dict[int, int | None]]]:
     """Per partition: where to resume (committed offset, else the earliest) and the finished
-    windows (their end, epoch ms) recorded with that commit.
+    windows recorded with that commit (their end, epoch ms -> the highest offset each owns).
 
     Retries while the broker is unreachable or its group coordinator is still loading (a
     freshly started broker answers NOT_COORDINATOR for a few seconds); raises after timeout_s.
@@ -40,7 +40,7 @@ def committed_positions(
 
 def _committed_positions_once(
     config: KafkaReadConfig, partitions: Sequence[int]
-) -> dict[int, tuple[int, set[int]]]:
+) -> dict[int, tuple[int, dict[int, int | None]]]:
     from confluent_kafka import OFFSET_INVALID, TopicPartition
 
     consumer = config.consumer()
@@ -52,7 +52,7 @@ def _committed_positions_once(
             tp = found[p]
             if tp.offset == OFFSET_INVALID or tp.offset < 0:
                 low, _ = consumer.get_watermark_offsets(TopicPartition(config.topic, p), timeout=10)
-                out[p] = (low, set())
+                out[p] = (low, {})
             else:
                 out[p] = (tp.offset, _finished_from_metadata(tp.metadata))
         return out
@@ -60,11 +60,19 @@ def _committed_positions_once(
         consumer.close()
 
 
-def _finished_from_metadata(metadata: str | None) -> set[int]:
+def _finished_from_metadata(metadata: str | None) -> dict[int, int | None]:
+    """Finished window end (epoch ms) -> the highest offset it owns (None: not recorded)."""
     if not metadata:
-        return set()
+        return {}
     try:
-        return {int(end) for end in json.loads(metadata).get("finished", [])}
+        out: dict[int, int | None] = {}
+        for entry in json.loads(metadata).get("finished", []):
+            if isinstance(entry, list):
+                end, upto = entry
+                out[int(end)] = int(upto)
+            else:  # written before the offsets were recorded: the whole window is finished
+                out[int(entry)] = None
+        return out
     except (ValueError, AttributeError, TypeError):
         log.warning("ignoring unreadable offset metadata %r", metadata)
-        return set()
+        return {}

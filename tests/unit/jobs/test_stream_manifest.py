@@ -17,6 +17,7 @@ def test_counts_come_from_counters_or_progress_hooks_whichever_saw_more() -> Non
         "explanations.committed": 6,
         "explanations.already_present": 2,
         "records_replayed_skipped": 7,
+        "records_behind_watermark": 5,
     }
     got = manifest_counts(counters, progress)
     assert got["records_read"] == 120
@@ -27,6 +28,7 @@ def test_counts_come_from_counters_or_progress_hooks_whichever_saw_more() -> Non
     assert got["replica_lag"] is None  # no replica configured: no counter at all
     assert any("3 records later than the allowed lateness" in w for w in got["warnings"])
     assert any("7 re-read records" in w for w in got["warnings"])
+    assert any("5 records came in behind the watermark" in w for w in got["warnings"])
     # read 120 = 2 + 3 + 4 refused + 7 re-read skipped + valid; with no valid count, 104 are
     # unaccounted for: the manifest says so instead of balancing silently.
     assert any("104 records read are not accounted for" in w for w in got["warnings"])

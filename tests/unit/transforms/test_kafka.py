@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Timestamp
 
 from tests.unit.keys import TEST_PII
 from whylake.transforms.kafka import (
@@ -23,8 +23,9 @@ from whylake.transforms.kafka import (
     advance_frontier,
 )
 from whylake.transforms.kafka.ledger import merge_ranges
+from whylake.transforms.kafka.parse import _ParseToBatchesFn
 from whylake.transforms.kafka.positions import _finished_from_metadata
-from whylake.transforms.kafka.source import _CheckpointOnlyTracker
+from whylake.transforms.kafka.source import Positions, _PartitionWatermarks, _PositionsTracker
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -45,17 +46,74 @@ def test_frontier_moves_only_over_a_contiguous_finished_prefix() -> None:
 
 
 def test_the_tracker_takes_checkpoints_but_declines_dynamic_splits() -> None:
-    tracker = _CheckpointOnlyTracker(OffsetRange(5, 2**62))
-    assert tracker.try_claim(5)
-    assert tracker.try_split(0.5) is None  # Prism asks for half of [6, ∞): no such offsets
+    tracker = _PositionsTracker(Positions(((0, 5), (1, 7))))
+    assert tracker.try_claim((0, 5)) and tracker.try_claim((0, 8))  # a gap: compacted offsets
+    assert tracker.try_split(0.5) is None  # Prism asks for half of an unbounded range: declined
+    with pytest.raises(ValueError, match="claimed after"):
+        tracker.try_claim((0, 6))  # a partition's offsets are claimed in order
     primary, residual = tracker.try_split(0)
-    assert (primary.start, primary.stop, residual.start) == (5, 6, 6)
+    assert primary == Positions(((0, 5), (1, 7)), ((0, 9), (1, 7)))
+    assert residual == Positions(((0, 9), (1, 7)))
+    assert not tracker.try_claim((1, 7))  # after a checkpoint this call claims nothing more
+    assert tracker.check_done() and tracker.is_bounded()
+
+
+def test_an_unbounded_restriction_must_end_in_a_checkpoint() -> None:
+    tracker = _PositionsTracker(Positions(((0, 0),)))
+    assert tracker.try_claim((0, 0))
+    with pytest.raises(ValueError, match="without a checkpoint"):
+        tracker.check_done()
+
+
+def test_the_reader_watermark_is_the_slowest_partition_and_waits_for_all() -> None:
+    watermarks = _PartitionWatermarks(((0, None), (1, None)))
+    watermarks.advance(1, Timestamp.of(T0 + 600))  # an idle partition at wall-clock time
+    assert watermarks.current_watermark() is None  # partition 0 unknown: holds everything
+    watermarks.advance(0, Timestamp.of(T0))  # a backlog ten minutes behind
+    assert watermarks.current_watermark() == Timestamp.of(T0)
+    watermarks.advance(0, Timestamp.of(T0 - 5))  # never backwards
+    assert watermarks.current_watermark() == Timestamp.of(T0)
+    again = _PartitionWatermarks(watermarks.get_estimator_state())  # across a checkpoint
+    assert again.current_watermark() == Timestamp.of(T0)
 
 
 def test_offset_metadata_round_trips_and_tolerates_garbage() -> None:
-    assert _finished_from_metadata(json.dumps({"finished": [1000, 3000]})) == {1000, 3000}
-    assert _finished_from_metadata(None) == set()
-    assert _finished_from_metadata("not json") == set()
+    metadata = json.dumps({"finished": [[1000, 41], [3000, 97]]})
+    assert _finished_from_metadata(metadata) == {1000: 41, 3000: 97}
+    # Written by an older job: window ends only, each window skipped whole on a re-read.
+    assert _finished_from_metadata(json.dumps({"finished": [1000, 3000]})) == {
+        1000: None,
+        3000: None,
+    }
+    assert _finished_from_metadata(None) == {}
+    assert _finished_from_metadata("not json") == {}
+
+
+def test_a_re_read_skips_only_the_offsets_its_finished_window_owned() -> None:
+    # Window [T0, T0 + 5) finished owning offsets up to 11; offsets 12-13 have its event time
+    # but went to a later window (they came in behind the watermark), maybe not committed yet.
+    fn = _ParseToBatchesFn(
+        ParseConfig("run-1", KafkaReadConfig(topic="t"), skip_finished_windows=False, pii=TEST_PII)
+    )
+    fn.setup()
+    end_ms = int((T0 + 5) * 1000)
+    fn.finished = {0: {end_ms: 11}}
+    fn.start_bundle()
+    offsets = (10, 11, 12, 13)
+    batch = KafkaBatch(
+        "t", 0, offsets, offsets, (int(T0 * 1000),) * 4, tuple(_event(f"r-{o}") for o in offsets)
+    )
+    win = window.IntervalWindow(T0, T0 + 5)
+    assert list(fn.process(batch, win, Timestamp.of(T0))) == []  # batch_rows not reached
+    outputs = list(fn.finish_bundle())
+    (records,) = [o.value for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
+    assert records.column("request_id").to_pylist() == ["r-12", "r-13"]
+    (ledger,) = [o.value.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert ledger.entries == ((end_ms, 0, ((10, 13),)),)  # every offset still covered
+    fn.finished = {0: {end_ms: None}}  # an older job's metadata: the whole window is skipped
+    fn.start_bundle()
+    assert list(fn.process(batch, win, Timestamp.of(T0))) == []
+    assert [o for o in fn.finish_bundle() if not isinstance(o, beam.pvalue.TaggedOutput)] == []
 
 
 def test_config_checks_itself() -> None:
