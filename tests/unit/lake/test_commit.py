@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import random
 from collections import Counter
 
 import pyarrow as pa
@@ -10,8 +10,10 @@ import pytest
 from pyiceberg.expressions import AlwaysTrue, EqualTo
 
 from tests.unit.lake.conftest import explanation_row
+from whylake.lake import commit as commit_module
 from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
 from whylake.lake.commit import BATCH_ID_PROPERTY, RUN_ID_PROPERTY, CommitConfig, append_once
+from whylake.schemas.errors import CommitRetriesExhaustedError
 from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
 
 
@@ -66,47 +68,97 @@ def test_a_batch_with_a_repeated_key_commits_it_once(tmp_path) -> None:
     assert catalog.load_table(EXPLANATIONS).scan().to_arrow().num_rows == 1
 
 
-@pytest.mark.parametrize("writers, appends", [(4, 30)])
-def test_concurrent_writers_commit_every_row_exactly_once(tmp_path, writers, appends) -> None:
-    ensure_tables(open_catalog(CatalogConfig.embedded(tmp_path)))
-    errors: list[BaseException] = []
+def _append(catalog, rows, batch_id: str, **config):  # type: ignore[no-untyped-def]
+    return append_once(
+        catalog,
+        EXPLANATIONS,
+        _table(rows),
+        key="explanation_id",
+        scope=EqualTo("tenant_id", "acme"),
+        run_id=batch_id,
+        batch_id=batch_id,
+        config=CommitConfig(min_wait_s=0.0, max_wait_s=0.0, **config),
+    )
 
-    def write(w: int) -> None:
-        catalog = open_catalog(CatalogConfig.embedded(tmp_path))  # its own connection, as a worker
-        try:
-            for a in range(appends):
-                # Every second append replays the previous one (a retried bundle).
-                i = a - (a % 2)
-                rows = _table([explanation_row(f"t{w}", f"w{w}-a{i}-{k}") for k in range(2)])
-                append_once(
-                    catalog,
-                    EXPLANATIONS,
-                    rows,
-                    key="explanation_id",
-                    scope=EqualTo("tenant_id", f"t{w}"),
-                    run_id=f"w{w}",
-                    batch_id=f"w{w}-{i}",
-                    config=CommitConfig(max_attempts=50),
-                )
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    ids = (
+# "10" is what whylake set before issue 14 (and anyone with catalog access can set again): the
+# guarantee must not hang on the table property, so pyiceberg's retry is off per commit.
+@pytest.mark.parametrize("table_retries", ["0", "10"])
+def test_a_writer_committing_the_same_key_during_the_check_does_not_make_it_twice(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, table_retries: str
+) -> None:
+    """The duplicate of issue 14, made deterministic: another writer commits between the
+    key check and the append. The append must conflict and the retry must see the key."""
+    table = ensure_tables(open_catalog(CatalogConfig.embedded(tmp_path)))[EXPLANATIONS]
+    with table.transaction() as tx:
+        tx.set_properties({"commit.retry.num-retries": table_retries})
+    ours = [explanation_row("acme", f"r-{i}") for i in range(3)]
+    other = open_catalog(CatalogConfig.embedded(tmp_path))  # a second writer, own connection
+    real = commit_module.new_rows
+    calls: list[int] = []
+
+    def check_then_lose_the_race(table, rows, **kwargs):  # type: ignore[no-untyped-def]
+        fresh = real(table, rows, **kwargs)
+        if rows.num_rows == len(ours):  # our check, not the other writer's
+            if not calls:  # the other writer commits r-1 right after our first key check
+                _append(other, [ours[1]], "other")
+            calls.append(fresh.num_rows)
+        return fresh
+
+    monkeypatch.setattr(commit_module, "new_rows", check_then_lose_the_race)
+    result = _append(open_catalog(CatalogConfig.embedded(tmp_path)), ours, "ours")
+    assert calls == [3, 2]  # the retry re-checked and found r-1 present
+    assert (result.attempts, result.rows_committed, result.rows_already_present) == (2, 2, 1)
+    ids = Counter(
         open_catalog(CatalogConfig.embedded(tmp_path))
         .load_table(EXPLANATIONS)
-        .scan(selected_fields=("request_id",))
+        .scan()
         .to_arrow()["request_id"]
         .to_pylist()
     )
-    counts = Counter(ids)
-    expected = {
-        f"w{w}-a{i}-{k}" for w in range(writers) for i in range(0, appends, 2) for k in range(2)
-    }
-    assert set(counts) == expected
-    assert max(counts.values()) == 1
+    assert ids == Counter({"r-0": 1, "r-1": 1, "r-2": 1})
+    # Nothing of the per-commit override was written to the table.
+    props = open_catalog(CatalogConfig.embedded(tmp_path)).load_table(EXPLANATIONS).properties
+    assert props["commit.retry.num-retries"] == table_retries
+
+
+def test_a_writer_that_always_loses_gives_up_and_commits_nothing(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_tables(open_catalog(CatalogConfig.embedded(tmp_path)))
+    other = open_catalog(CatalogConfig.embedded(tmp_path))
+    real = commit_module.new_rows
+    rivals = iter(range(100))
+
+    def always_beaten(table, rows, **kwargs):  # type: ignore[no-untyped-def]
+        fresh = real(table, rows, **kwargs)
+        if rows["request_id"][0].as_py() == "mine":  # a rival commits after each of our checks
+            _append(other, [explanation_row("acme", f"rival-{next(rivals)}")], "rival")
+        return fresh
+
+    monkeypatch.setattr(commit_module, "new_rows", always_beaten)
+    with pytest.raises(CommitRetriesExhaustedError, match="after 3 attempts.*rerunning"):
+        _append(
+            open_catalog(CatalogConfig.embedded(tmp_path)),
+            [explanation_row("acme", "mine")],
+            "ours",
+            max_attempts=3,
+        )
+    ids = (
+        open_catalog(CatalogConfig.embedded(tmp_path))
+        .load_table(EXPLANATIONS)
+        .scan()
+        .to_arrow()["request_id"]
+        .to_pylist()
+    )
+    assert sorted(ids) == ["rival-0", "rival-1", "rival-2"]
+
+
+def test_waits_back_off_exponentially_with_full_jitter() -> None:
+    config = CommitConfig(min_wait_s=0.05, max_wait_s=1.0)
+    rng = random.Random(14)
+    for attempt in range(1, 12):
+        cap = min(1.0, 0.05 * 2 ** (attempt - 1))
+        waits = [config.wait_s(attempt, rng) for _ in range(200)]
+        assert all(0 <= w <= cap for w in waits)
+        assert max(waits) > 0.8 * cap and min(waits) < 0.2 * cap  # spread over the whole range
