@@ -14,7 +14,13 @@ from typing import Any
 from pyiceberg.utils.config import Config
 
 from whylake.lake.audit import SqlLimits
-from whylake.lake.catalog import CATALOG_NAME, CatalogConfig
+from whylake.lake.catalog import (
+    CATALOG_NAME,
+    DEFAULT_RETENTION_DAYS,
+    CatalogConfig,
+    RetentionConfig,
+)
+from whylake.lake.failpoints import Failpoints
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import STORAGE_PREFIXES, StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
@@ -26,6 +32,8 @@ ENV_HASH_KEY = "WHYLAKE_HASH_KEY"
 ENV_OPENSEARCH_URL = "WHYLAKE_OPENSEARCH_URL"
 ENV_PRISM = "WHYLAKE_PRISM_LOCATION"
 ENV_MLFLOW = ("WHYLAKE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+ENV_RETENTION_DAYS = "WHYLAKE_RETENTION_DAYS"
+ENV_FAILPOINTS = "WHYLAKE_FAILPOINTS"
 PRISM_VERSION = "v2.77.0"  # the Beam release pinned in pyproject.toml
 
 # Public on purpose: the demo is reproducible anywhere. Hashes under it are reversible by
@@ -154,6 +162,24 @@ def hash_key(key_file: Path | None = None, *, insecure_demo_key: bool = False) -
     return Secret(value, f"env:{ENV_HASH_KEY}")
 
 
+def retention(days: int | None = None) -> RetentionConfig:
+    """The snapshot-history horizon: `days`, else WHYLAKE_RETENTION_DAYS, else 184 days."""
+    if days is not None:
+        return RetentionConfig(days=days)
+    text = os.environ.get(ENV_RETENTION_DAYS, "").strip()
+    if not text:
+        return RetentionConfig(days=DEFAULT_RETENTION_DAYS)
+    try:
+        return RetentionConfig(days=int(text))
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_RETENTION_DAYS}={text!r} is not a whole number of days") from exc
+
+
+def failpoints() -> Failpoints:
+    """Failpoints armed by WHYLAKE_FAILPOINTS (a testing tool: lake/failpoints.py); none unset."""
+    return Failpoints.parse(os.environ.get(ENV_FAILPOINTS, ""))
+
+
 def opensearch_config(url: str | None) -> OpenSearchConfig | None:
     """The hot replica from --opensearch-url / WHYLAKE_OPENSEARCH_URL and WHYLAKE_OPENSEARCH_*."""
     url = url or os.environ.get(ENV_OPENSEARCH_URL)
@@ -168,6 +194,7 @@ def opensearch_config(url: str | None) -> OpenSearchConfig | None:
         password=Secret(password, "env:WHYLAKE_OPENSEARCH_PASSWORD") if password else None,
         ca_certs=os.environ.get("WHYLAKE_OPENSEARCH_CA_CERTS"),
         verify_certs=os.environ.get("WHYLAKE_OPENSEARCH_VERIFY_CERTS", "true") != "false",
+        index_prefix=os.environ.get("WHYLAKE_OPENSEARCH_INDEX_PREFIX") or "whylake-explanations",
     )
 
 

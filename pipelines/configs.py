@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from whylake.lake.catalog import CatalogConfig
+from whylake.lake.catalog import CatalogConfig, RetentionConfig
+from whylake.lake.failpoints import Failpoints
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
@@ -51,6 +52,8 @@ class StoreConfig:
     limits: RecordLimits = field(default_factory=RecordLimits)
     # |re-scored - logged score| above this counts as an offline vs runtime mismatch.
     score_tolerance: float = 1e-3
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # snapshot history kept
+    failpoints: Failpoints = field(default_factory=Failpoints)  # testing only: WHYLAKE_FAILPOINTS
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_key, Secret):
@@ -84,6 +87,8 @@ class StoreConfig:
                 k: str(v) if k == "reference_time" else v for k, v in asdict(self.limits).items()
             },
             "score_tolerance": self.score_tolerance,
+            "retention_days": self.retention.days,
+            "failpoints": self.failpoints.describe() or None,
         }
 
 

@@ -23,6 +23,7 @@ from pyiceberg.expressions import (
 
 from whylake.lake.catalog import CatalogConfig, open_catalog
 from whylake.lake.commit import CommitConfig, CommitResult, append_once
+from whylake.lake.failpoints import Failpoints
 from whylake.schemas.arrow import strict_table
 from whylake.schemas.errors import ConfigError
 
@@ -47,6 +48,7 @@ class AppendConfig:
     # Also output (committed_at_ms, row) per row on `committed`: the commit time of the snapshot
     # that added the row, or None for a row an earlier run had committed (monitoring's latency).
     emit_committed: bool = False
+    failpoints: Failpoints = field(default_factory=Failpoints)  # testing only: lake/failpoints.py
 
     def __post_init__(self) -> None:
         if self.key not in self.schema.names:
@@ -116,6 +118,8 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         self.config = config
         self.committed = Metrics.counter("whylake", f"{config.table}.committed")
         self.present = Metrics.counter("whylake", f"{config.table}.already_present")
+        # e.g. after-explanations-commit for whylake.explanations
+        self.after_commit = f"after-{config.table.rsplit('.', 1)[-1].replace('_', '-')}-commit"
 
     def setup(self) -> None:
         self.catalog = open_catalog(self.config.catalog)
@@ -126,6 +130,7 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         table = strict_table(rows, self.config.schema)
         # The batch id names the exact set of rows: a retry of the same group reuses it.
         digest = hashlib.sha256("\n".join(r[self.config.key] for r in rows).encode())
+        self.config.failpoints.hit("before-first-commit")
         result = append_once(
             self.catalog,
             self.config.table,
@@ -136,6 +141,7 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
             batch_id=f"{group}:{digest.hexdigest()[:16]}",
             config=self.config.commit,
         )
+        self.config.failpoints.hit(self.after_commit)
         self.committed.inc(result.rows_committed)
         self.present.inc(result.rows_already_present)
         yield result
