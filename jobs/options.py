@@ -14,12 +14,7 @@ from typing import Any
 from pyiceberg.utils.config import Config
 
 from whylake.lake.audit import SqlLimits
-from whylake.lake.catalog import (
-    CATALOG_NAME,
-    DEFAULT_RETENTION_DAYS,
-    CatalogConfig,
-    RetentionConfig,
-)
+from whylake.lake.catalog import CATALOG_NAME, CatalogConfig, RetentionConfig
 from whylake.lake.failpoints import Failpoints
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import STORAGE_PREFIXES, StorageConfig
@@ -162,13 +157,16 @@ def hash_key(key_file: Path | None = None, *, insecure_demo_key: bool = False) -
     return Secret(value, f"env:{ENV_HASH_KEY}")
 
 
-def retention(days: int | None = None) -> RetentionConfig:
-    """The snapshot-history horizon: `days`, else WHYLAKE_RETENTION_DAYS, else 184 days."""
+def retention(days: int | None = None) -> RetentionConfig | None:
+    """The snapshot-history horizon asked for: `days`, else WHYLAKE_RETENTION_DAYS, else None.
+
+    None keeps each table's own horizon (184 days where a table has none yet).
+    """
     if days is not None:
         return RetentionConfig(days=days)
     text = os.environ.get(ENV_RETENTION_DAYS, "").strip()
     if not text:
-        return RetentionConfig(days=DEFAULT_RETENTION_DAYS)
+        return None
     try:
         return RetentionConfig(days=int(text))
     except ValueError as exc:

@@ -223,13 +223,14 @@ def ensure_tables(catalog: Catalog, retention: RetentionConfig | None = None) ->
 
     An existing table is only loaded: nothing is written unless its schema lacks a column of
     the contract (added, optional) or requires one the contract now leaves optional, or its
-    properties differ from the commit settings whylake's exactly-once protocol needs or carry
-    a shorter retention horizon than `retention` (lengthened, never shortened). A table is
+    properties differ from the commit settings whylake's exactly-once protocol needs, or it
+    has no retention horizon yet (the default is set) or a shorter one than an explicit
+    `retention` (lengthened, never shortened: that takes `lake.maintenance.set_retention`,
+    whose choice a later command with the default then leaves alone). A table is
     created only after the catalog says it does not exist, because pyiceberg's `create_table`
     writes a metadata file before the catalog refuses a duplicate. Safe to call from many
     processes at once: a lost race to create or evolve a table is retried against the winner.
     """
-    retention = retention or RetentionConfig()
     if (NAMESPACE,) not in catalog.list_namespaces():
         try:
             catalog.create_namespace(NAMESPACE)
@@ -249,7 +250,10 @@ def ensure_tables(catalog: Catalog, retention: RetentionConfig | None = None) ->
                     name,
                     schema=schema,
                     partition_spec=spec,
-                    properties={**TABLE_PROPERTIES, **retention.properties()},
+                    properties={
+                        **TABLE_PROPERTIES,
+                        **(retention or RetentionConfig()).properties(),
+                    },
                 )
             except Exception as exc:
                 # Created by another process between the two calls (TableAlreadyExistsError,
@@ -285,7 +289,9 @@ def _remove_lost_create_metadata(winner: Table, since: float) -> None:
             path.unlink(missing_ok=True)
 
 
-def _settle(catalog: Catalog, name: str, contract: Schema, retention: RetentionConfig) -> Table:
+def _settle(
+    catalog: Catalog, name: str, contract: Schema, retention: RetentionConfig | None
+) -> Table:
     """Load a table and evolve its schema and properties to the contract, retrying on conflict."""
     for attempt in range(1, 11):
         table = catalog.load_table(name)
@@ -309,12 +315,12 @@ def _settle(catalog: Catalog, name: str, contract: Schema, retention: RetentionC
     )
 
 
-def _properties_behind(table: Table, retention: RetentionConfig) -> dict[str, str]:
-    """The properties to set: commit settings that differ, and a horizon shorter than asked."""
+def _properties_behind(table: Table, retention: RetentionConfig | None) -> dict[str, str]:
+    """The properties to set: commit settings that differ; a horizon missing or below the ask."""
     current = table.metadata.properties
     wanted = {k: v for k, v in COMMIT_PROPERTIES.items() if current.get(k) != v}
-    for key, value in retention.properties().items():
-        if key not in current or int(current[key]) < int(value):
+    for key, value in (retention or RetentionConfig()).properties().items():
+        if key not in current or (retention is not None and int(current[key]) < int(value)):
             wanted[key] = value
     return wanted
 

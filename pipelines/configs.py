@@ -52,7 +52,8 @@ class StoreConfig:
     limits: RecordLimits = field(default_factory=RecordLimits)
     # |re-scored - logged score| above this counts as an offline vs runtime mismatch.
     score_tolerance: float = 1e-3
-    retention: RetentionConfig = field(default_factory=RetentionConfig)  # snapshot history kept
+    # Snapshot history to keep, at least; None: each table's own (184 days where it has none).
+    retention: RetentionConfig | None = None
     failpoints: Failpoints = field(default_factory=Failpoints)  # testing only: WHYLAKE_FAILPOINTS
 
     def __post_init__(self) -> None:
@@ -87,7 +88,7 @@ class StoreConfig:
                 k: str(v) if k == "reference_time" else v for k, v in asdict(self.limits).items()
             },
             "score_tolerance": self.score_tolerance,
-            "retention_days": self.retention.days,
+            "retention_days": self.retention.days if self.retention else None,
             "failpoints": self.failpoints.describe() or None,
         }
 

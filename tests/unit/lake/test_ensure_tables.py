@@ -14,6 +14,7 @@ from whylake.lake.catalog import (
     ensure_tables,
     open_catalog,
 )
+from whylake.lake.maintenance import set_retention
 
 OLD_PROPERTIES = {  # what whylake wrote before issue 14
     "format-version": "2",
@@ -81,8 +82,18 @@ def test_ensure_tables_only_ever_lengthens_the_retention_horizon(tmp_path: Path)
     name = f"{NAMESPACE}.explanations"
     longer = RetentionConfig(days=400, min_snapshots=5)
     assert RetentionConfig.of(ensure_tables(catalog, longer)[name]) == longer
-    # A command with the default horizon (184 days, 100 snapshots) leaves the longer age alone
-    # and raises only the smaller snapshot count...
-    assert RetentionConfig.of(ensure_tables(catalog)[name]) == RetentionConfig(400, 100)
-    # ... and a longer one still lengthens it.
+    # A command that asks for nothing (the default) leaves a table's own horizon alone ...
+    assert RetentionConfig.of(ensure_tables(catalog)[name]) == longer
+    # ... one that asks for a shorter one keeps the longer age (and raises the count it asks for),
+    # and a longer one lengthens it.
+    shorter = ensure_tables(catalog, RetentionConfig(30, min_snapshots=50))[name]
+    assert RetentionConfig.of(shorter) == RetentionConfig(400, 50)
     assert RetentionConfig.of(ensure_tables(catalog, RetentionConfig(730))[name]).days == 730
+
+
+def test_a_horizon_shortened_on_purpose_stays_short(tmp_path: Path) -> None:
+    catalog = open_catalog(CatalogConfig.embedded(tmp_path))
+    ensure_tables(catalog)
+    set_retention(catalog, RetentionConfig(days=30), shorten=True)
+    tables = ensure_tables(open_catalog(CatalogConfig.embedded(tmp_path)))  # a later command
+    assert {RetentionConfig.of(t).days for t in tables.values()} == {30}
