@@ -37,7 +37,12 @@ from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownExcept
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.table import Table, TableProperties
 
-from whylake.schemas.errors import CommitProtocolError, CommitRetriesExhaustedError, ConfigError
+from whylake.schemas.errors import (
+    CommitProtocolError,
+    CommitRetriesExhaustedError,
+    ConfigError,
+    TableSchemaMismatchError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +132,7 @@ def append_once(
             return CommitResult(table_name, batch_id, None, 0, skipped, attempt)
         try:
             table.append(
-                fresh.cast(table.schema().as_arrow()),
+                to_table_schema(fresh, table.schema().as_arrow(), table_name),
                 snapshot_properties={RUN_ID_PROPERTY: run_id, BATCH_ID_PROPERTY: batch_id},
             )
         except RETRYABLE as exc:
@@ -176,19 +181,55 @@ def new_rows(table: Table, rows: pa.Table, *, key: str, scope: BooleanExpression
     return _first_per_key(fresh, key)
 
 
+def to_table_schema(rows: pa.Table, schema: pa.Schema, table_name: str) -> pa.Table:
+    """`rows` with exactly the table's columns, in the table's order, matched by name.
+
+    A table's column order is the order its columns were added: ensure_tables evolves older
+    tables by name, so a table created before several schema changes (merged in any order) has
+    the same columns as the writer's Arrow schema but not in the same order, and Arrow's cast
+    matches columns by position. A column the rows lack reads as nulls when it is optional (a
+    writer older than the column).
+
+    Raises:
+        TableSchemaMismatchError: a column the table does not have (its rows would be dropped
+            silently), or a required column missing.
+    """
+    unknown = [name for name in rows.column_names if schema.get_field_index(name) < 0]
+    if unknown:
+        raise TableSchemaMismatchError(
+            f"rows for {table_name} have columns the table lacks: {', '.join(unknown)}; run "
+            "any whylake command once to evolve the tables (lake.catalog.ensure_tables)"
+        )
+    present = set(rows.column_names)
+    missing = [f.name for f in schema if f.name not in present and not f.nullable]
+    if missing:
+        raise TableSchemaMismatchError(
+            f"rows for {table_name} lack required columns: {', '.join(missing)}"
+        )
+    columns = [
+        rows[f.name] if f.name in present else pa.nulls(rows.num_rows, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(columns, names=schema.names).cast(schema)
+
+
 def _without_client_retry(table: Table) -> Table:
-    """The same table whose commits pyiceberg does not retry on its own (see the module doc).
+    """The same table whose commits pyiceberg does not retry on its own (see the module doc)."""
+    return with_client_retry(table, {TableProperties.COMMIT_NUM_RETRIES: "0"})
+
+
+def with_client_retry(table: Table, retry: dict[str, str]) -> Table:
+    """The same table whose commits pyiceberg retries as `retry` says (commit.retry.* values).
 
     pyiceberg reads its retry budget from the table's properties when it commits; this copy
-    holds them with the retry count at 0. The catalog applies the commit to the metadata it
-    has itself, so nothing of the override is ever written.
+    holds them overridden. The catalog applies the commit to the metadata it has itself, so
+    nothing of the override is ever written. Only for commits that pyiceberg re-validates on
+    its own when it retries (a file replace checks its files are still live); never for an
+    append that a key check guards (see the module doc).
     """
     properties = table.metadata.properties
-    if properties.get(TableProperties.COMMIT_NUM_RETRIES) == "0":
+    if all(properties.get(k) == v for k, v in retry.items()):
         return table
-    metadata = table.metadata.model_copy(
-        update={"properties": {**properties, TableProperties.COMMIT_NUM_RETRIES: "0"}}
-    )
+    metadata = table.metadata.model_copy(update={"properties": {**properties, **retry}})
     return Table(table.name(), metadata, table.metadata_location, table.io, table.catalog)
 
 

@@ -47,6 +47,10 @@ class CommitRetriesExhaustedError(WhylakeError):
     """An Iceberg commit kept conflicting with other writers after every retry."""
 
 
+class TableSchemaMismatchError(WhylakeError):
+    """Rows to append name a column the table lacks, or lack one it requires."""
+
+
 class CommitProtocolError(WhylakeError):
     """A commit landed on another snapshot than the one its keys were checked against."""
 

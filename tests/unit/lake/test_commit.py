@@ -8,12 +8,26 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 from pyiceberg.expressions import AlwaysTrue, EqualTo
+from pyiceberg.schema import Schema
 
 from tests.unit.lake.conftest import explanation_row
 from whylake.lake import commit as commit_module
-from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
-from whylake.lake.commit import BATCH_ID_PROPERTY, RUN_ID_PROPERTY, CommitConfig, append_once
-from whylake.schemas.errors import CommitRetriesExhaustedError
+from whylake.lake.catalog import (
+    _TABLES,
+    EXPLANATIONS,
+    NAMESPACE,
+    CatalogConfig,
+    ensure_tables,
+    open_catalog,
+)
+from whylake.lake.commit import (
+    BATCH_ID_PROPERTY,
+    RUN_ID_PROPERTY,
+    CommitConfig,
+    append_once,
+    to_table_schema,
+)
+from whylake.schemas.errors import CommitRetriesExhaustedError, TableSchemaMismatchError
 from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA
 
 
@@ -162,3 +176,60 @@ def test_waits_back_off_exponentially_with_full_jitter() -> None:
         waits = [config.wait_s(attempt, rng) for _ in range(200)]
         assert all(0 <= w <= cap for w in waits)
         assert max(waits) > 0.8 * cap and min(waits) < 0.2 * cap  # spread over the whole range
+
+
+def test_rows_land_by_name_in_a_table_whose_columns_were_evolved_in_another_order(
+    tmp_path,
+) -> None:
+    # A table created before three columns existed, which later changes (merged in another
+    # order than the contract lists them) each added: same columns, another order.
+    catalog = open_catalog(CatalogConfig.embedded(tmp_path))
+    catalog.create_namespace(NAMESPACE)
+    schema, spec = _TABLES[EXPLANATIONS]
+    late = ["confidence", "risk_score", "trust_tier"]
+    older = Schema(*[f for f in schema.fields if f.name not in late], schema_id=0)
+    table = catalog.create_table(EXPLANATIONS, schema=older, partition_spec=spec)
+    for name in reversed(late):
+        with table.update_schema() as update:
+            field = schema.find_field(name)
+            update.add_column(name, field.field_type, doc=field.doc)
+    tables = ensure_tables(catalog)  # nothing behind: it only fixes the properties
+    names = [f.name for f in tables[EXPLANATIONS].schema().fields]
+    assert set(names) == set(EXPLANATION_ARROW_SCHEMA.names)
+    assert names != EXPLANATION_ARROW_SCHEMA.names  # the precondition: Arrow's cast is by position
+    assert names[-3:] == list(reversed(late))
+
+    written = [
+        explanation_row("acme", f"r{i}", trust_tier=tier, confidence=0.5 + i / 10, risk_score=i)
+        for i, tier in enumerate(["gold", "silver", "bronze"])
+    ]
+    result = append_once(
+        catalog,
+        EXPLANATIONS,
+        _table(written),
+        key="explanation_id",
+        scope=EqualTo("tenant_id", "acme"),
+        run_id="r",
+        batch_id="b",
+    )
+    assert result.rows_committed == 3
+    read = {
+        r["request_id"]: r for r in catalog.load_table(EXPLANATIONS).scan().to_arrow().to_pylist()
+    }
+    for row in written:
+        got = read[row["request_id"]]
+        assert {k: got[k] for k in late} == {k: row[k] for k in late}
+        assert got["attributions"] == row["attributions"] and got["tenant_id"] == "acme"
+
+
+def test_a_writer_older_than_a_column_writes_nulls_and_an_unknown_column_is_refused() -> None:
+    target = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("b", pa.int64())])
+    older = pa.table({"id": ["x", "y"]})
+    assert to_table_schema(older, target, "t").to_pylist() == [
+        {"id": "x", "b": None},
+        {"id": "y", "b": None},
+    ]
+    with pytest.raises(TableSchemaMismatchError, match="columns the table lacks: c"):
+        to_table_schema(pa.table({"id": ["x"], "c": [1]}), target, "t")
+    with pytest.raises(TableSchemaMismatchError, match="lack required columns: id"):
+        to_table_schema(pa.table({"b": [1]}), target, "t")
