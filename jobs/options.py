@@ -184,10 +184,8 @@ def opensearch_config(url: str | None) -> OpenSearchConfig | None:
     if not url:
         return None
     password = os.environ.get("WHYLAKE_OPENSEARCH_PASSWORD")
-    prefix = os.environ.get("WHYLAKE_OPENSEARCH_INDEX_PREFIX")
     return OpenSearchConfig(
         url=url,
-        **({"index_prefix": prefix} if prefix else {}),
         username=os.environ.get("WHYLAKE_OPENSEARCH_USERNAME"),
         password=Secret(password, "env:WHYLAKE_OPENSEARCH_PASSWORD") if password else None,
         ca_certs=os.environ.get("WHYLAKE_OPENSEARCH_CA_CERTS"),

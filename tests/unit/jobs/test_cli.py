@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.lake.conftest import SeededLake, seeded_lake
+from whylake.jobs import options
 from whylake.jobs.cli import main
 
 __all__ = ["seeded_lake"]
@@ -267,3 +268,14 @@ def test_an_unexpected_error_says_so_and_debug_shows_the_traceback(  # type: ign
     monkeypatch.setenv("WHYLAKE_DEBUG", "1")
     code, out = run("runs", "--home", str(seeded_lake.home))
     assert code == 1 and "Traceback" in out
+
+
+def test_the_replica_index_prefix_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WHYLAKE_OPENSEARCH_INDEX_PREFIX", raising=False)
+    default = options.opensearch_config("http://127.0.0.1:9200")
+    assert default is not None and default.index_prefix == "whylake-explanations"
+    monkeypatch.setenv("WHYLAKE_OPENSEARCH_INDEX_PREFIX", "test-crash-1")
+    chosen = options.opensearch_config("http://127.0.0.1:9200")
+    assert chosen is not None and chosen.index_prefix == "test-crash-1"
