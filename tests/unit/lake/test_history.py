@@ -25,6 +25,7 @@ from whylake.lake.catalog import (
     open_catalog,
 )
 from whylake.lake.commit import append_once
+from whylake.lake.compact import CompactConfig, compact_table
 from whylake.lake.history import LOGGED_TABLES, point_in_time, record_history
 from whylake.lake.maintenance import expire_snapshots, set_retention
 from whylake.lake.reconstruct import reconstruct, snapshot_at, to_json
@@ -194,6 +195,24 @@ def test_a_rewrite_after_an_expired_snapshot_is_reported_not_answered(tmp_path: 
     _expire_everything_but_the_heads(lake.catalog)
     with pytest.raises(HistoryIncompleteError, match="append-only"):
         reconstruct(lake.catalog, "acme", "r-0", as_of=lake.moments[1])
+
+
+def test_a_compaction_keeps_kept_history_and_refuses_expired_history(tmp_path: Path) -> None:
+    lake = _build(tmp_path)
+    before = reconstruct(lake.catalog, "acme", "r-0", as_of=lake.moments[1])
+    compactions = compact_table(
+        lake.catalog, EXPLANATIONS, CompactConfig(target_file_mb=64, small_file_mb=32)
+    )
+    assert compactions and all(c.snapshot_id is not None for c in compactions)
+    assert all(c.files_after < c.files_before for c in compactions)
+    # While the snapshots are kept, time travel reads them as before.
+    assert reconstruct(lake.catalog, "acme", "r-0", as_of=lake.moments[1]) == before
+    record_history(lake.catalog)
+    _expire_everything_but_the_heads(lake.catalog)
+    # Expired, a compacted past cannot be rebuilt from the current files: said, not guessed.
+    with pytest.raises(HistoryIncompleteError, match="replace"):
+        reconstruct(lake.catalog, "acme", "r-0", as_of=lake.moments[1])
+    assert reconstruct(lake.catalog, "acme", "r-0").record["model_version"] == "4.0.0"
 
 
 def test_the_retention_horizon_protects_snapshots_from_maintenance(tmp_path: Path) -> None:
