@@ -36,14 +36,14 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, ManifestGroupPlanner, Table
 from pyiceberg.table.snapshots import Snapshot
 
-from whylake.lake.catalog import COMMITS, DEAD_LETTERS, EXPLANATIONS, RUNS
+from whylake.lake.catalog import COMMITS, DEAD_LETTERS, EXPLANATIONS, REVIEWS, RUNS
 from whylake.lake.commit import BATCH_ID_PROPERTY, RUN_ID_PROPERTY, append_once
 from whylake.schemas.arrow import strict_table
 from whylake.schemas.commit_log import COMMIT_LOG_ARROW_SCHEMA
 from whylake.schemas.errors import ConfigError, HistoryIncompleteError, SnapshotNotFoundError
 
 # The tables whose past can be asked for (the commit log itself is only ever read current).
-LOGGED_TABLES = (EXPLANATIONS, DEAD_LETTERS, RUNS)
+LOGGED_TABLES = (EXPLANATIONS, DEAD_LETTERS, RUNS, REVIEWS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ALL: BooleanExpression = AlwaysTrue()
 _FIRST_SEQUENCE_NUMBER = 1  # of a format-version 2 table's first commit

@@ -143,6 +143,8 @@ def _expire_everything_but_the_heads(catalog: Catalog) -> None:
     """Iceberg's maintenance as an operator or a managed catalog would run it: no whylake."""
     for name in LOGGED_TABLES:
         table = catalog.load_table(name)
+        if table.current_snapshot() is None:  # e.g. no review yet
+            continue
         table.maintenance.expire_snapshots().older_than(datetime.now(UTC)).commit()
         assert len(catalog.load_table(name).snapshots()) == 1
 
@@ -237,6 +239,6 @@ def test_the_retention_horizon_protects_snapshots_from_maintenance(tmp_path: Pat
     done = expire_snapshots(lake.catalog, now=now + timedelta(days=185))
     assert [e.expired for e in dry] == [e.expired for e in done]
     for e in done:
-        if e.table in counts:
+        if counts.get(e.table):  # the reviews table has no snapshot here
             assert len(e.expired) == counts[e.table] - 1 and e.kept == 1
     assert _answers(lake) == before
