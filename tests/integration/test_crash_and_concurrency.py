@@ -55,7 +55,7 @@ class Day:
         )
         return BatchJobConfig(inputs=self.inputs, store=store, day=DAY)
 
-    def cli(self, home: Path, replica: OpenSearchConfig, **env: str) -> subprocess.Popen[str]:
+    def cli(self, home: Path, replica: OpenSearchConfig, **env: str) -> Job:
         """`whylake batch` over this day in a process of its own, as a scheduler starts it."""
         args = [a for path in self.inputs for a in ("--input", path)]
         environ = {k: v for k, v in os.environ.items() if not k.startswith("WHYLAKE_")}
@@ -66,16 +66,44 @@ class Day:
             "COLUMNS": "200",
             **env,
         }
-        return subprocess.Popen(
-            [sys.executable, "-m", "whylake.jobs.cli", "batch", *args, "--date", DAY.isoformat()]
-            + ["--registry", str(self.registry), "--home", str(home)]
-            + ["--opensearch-url", replica.url],
-            cwd=home.parent,
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Output goes to files, not pipes: whatever a job prints, the test's own memory stays
+        # bounded (a pipe read by communicate() holds all of it in this process).
+        home.parent.mkdir(parents=True, exist_ok=True)
+        out = home.parent / f"{home.name}-{uuid.uuid4().hex[:6]}.out"
+        err = out.with_suffix(".err")
+        with out.open("w") as stdout, err.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "whylake.jobs.cli", "batch", *args]
+                + ["--date", DAY.isoformat(), "--registry", str(self.registry)]
+                + ["--home", str(home), "--opensearch-url", replica.url],
+                cwd=home.parent,
+                env=environ,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        return Job(process, out, err)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A `whylake batch` process and the files its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def wait(self, timeout: float = 900) -> tuple[int, str, str]:
+        """Its exit status and the ends of its stdout and stderr (with their sizes)."""
+        code = self.process.wait(timeout=timeout)
+        return code, _tail(self.out, 2000), _tail(self.err, 3000)
+
+
+def _tail(path: Path, chars: int) -> str:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        f.seek(max(0, size - 4 * chars))
+        text = f.read().decode(errors="replace")[-chars:]
+    return f"[{path.name}: {size:,} bytes] {text}"
 
 
 def _ids(home: Path, table: str, key: str) -> Counter[str]:
@@ -159,13 +187,12 @@ def test_a_run_killed_at_a_boundary_and_rerun_loses_and_duplicates_nothing(
     day: Day, replica: OpenSearchConfig, tmp_path: Path, boundary: str
 ) -> None:
     home = tmp_path / "home"
-    killed = day.cli(home, replica, WHYLAKE_FAILPOINTS=boundary)
-    out, err = killed.communicate(timeout=900)
-    assert killed.returncode == -signal.SIGKILL, out[-2000:] + err[-3000:]
+    code, out, err = day.cli(home, replica, WHYLAKE_FAILPOINTS=boundary).wait()
+    assert code == -signal.SIGKILL, out + err
     # SIGKILL from anything else (the kernel's OOM killer) is not the boundary under test.
     assert f"failpoint {boundary} reached" in err, (
         f"the job was SIGKILLed before reaching {boundary}: not by the failpoint (out of "
-        f"memory? see dmesg); its stderr ends: {err[-1500:]}"
+        f"memory? see dmesg); its stderr ends: {err}"
     )
 
     # The kill happened where it says: exactly this much was durable.
@@ -204,9 +231,8 @@ def test_two_jobs_started_together_on_a_fresh_home_both_succeed(
 ) -> None:
     home = tmp_path / "fresh"  # no catalog, no tables yet: both jobs create them
     jobs = [day.cli(home, replica), day.cli(home, replica)]
-    results = [job.communicate(timeout=900) for job in jobs]
-    for job, (out, err) in zip(jobs, results, strict=True):
-        assert job.returncode == 0, out[-2000:] + err[-3000:]
+    for code, out, err in [job.wait() for job in jobs]:
+        assert code == 0, out + err
     explanations = _ids(home, EXPLANATIONS, "explanation_id")
     assert set(explanations) == day.explanations and max(explanations.values()) == 1
     dead = _ids(home, DEAD_LETTERS, "dead_letter_id")
