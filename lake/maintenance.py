@@ -18,11 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 
-from whylake.lake.catalog import COMMITS, RetentionConfig
+from whylake.lake.catalog import ALERTS, COMMITS, METRICS, RetentionConfig
 from whylake.lake.history import LOGGED_TABLES, lineage, logged_commits, record_history
 from whylake.schemas.errors import HistoryIncompleteError, RetentionError
 
-MAINTAINED_TABLES = (*LOGGED_TABLES, COMMITS)
+# Every whylake table. The monitoring tables' history is not logged (nothing reads them as of a
+# past time), but they keep the same horizon: their alerts are part of the audit trail.
+MAINTAINED_TABLES = (*LOGGED_TABLES, METRICS, ALERTS, COMMITS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

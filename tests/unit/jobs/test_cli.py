@@ -66,7 +66,8 @@ def test_help_lists_every_command(run) -> None:  # type: ignore[no-untyped-def]
 def test_maintenance_shows_the_horizon_and_refuses_to_cut_into_it(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out = run("maintenance", "retention", "--home", str(tmp_path))
     assert code == 0, out
-    assert out.count(" 184 ") == 5  # explanations, dead_letters, runs, reviews, commits
+    # explanations, dead_letters, runs, reviews, metrics, alerts, commits
+    assert out.count(" 184 ") == 7
     code, out = run("maintenance", "retention", "--days", "30", "--home", str(tmp_path))
     assert code == 2 and "--shorten" in out and "Traceback" not in out
     code, out = run("maintenance", "expire-snapshots", "--dry-run", "--home", str(tmp_path))
@@ -81,7 +82,7 @@ def test_maintenance_shows_the_horizon_and_refuses_to_cut_into_it(run, tmp_path:
     )
     assert code == 2 and "Shorten the horizon first" in out
     code, out = run("maintenance", "retention", "--days", "400", "--home", str(tmp_path))
-    assert code == 0 and out.count(" 400 ") == 5
+    assert code == 0 and out.count(" 400 ") == 7
 
 
 def test_sql_answers_within_the_tenant(run, seeded_lake: SeededLake) -> None:  # type: ignore[no-untyped-def]
