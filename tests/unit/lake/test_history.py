@@ -12,6 +12,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo, In
 
+from tests.unit.keys import TEST_PII
 from tests.unit.lake.conftest import EVENT_DAY, append_explanations, explanation_row
 from whylake.lake.audit import run_tenant_sql
 from whylake.lake.catalog import (
@@ -82,6 +83,7 @@ def _build(home: Path) -> Lake:
             error=f"bad {i}",
             record={"i": i},
             source=f"f.jsonl:{i}",
+            pii=TEST_PII,
             tenant_id="acme",
             request_id=f"bad-{i}",
         )
