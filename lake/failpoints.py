@@ -32,6 +32,7 @@ POINTS = {
     "before-first-commit": "before each data commit (explanations, dead letters): armed, the first",
     "after-explanations-commit": "after a group of explanations is durable in Iceberg",
     "after-dead-letters-commit": "after a group of dead letters is durable in Iceberg",
+    "after-metrics-commit": "after a group of monitoring metrics is durable in Iceberg",
     "before-replica": "before a bulk write of committed explanations to OpenSearch",
     "before-final-manifest": "after the pipeline finished, before the run's final manifest row",
 }

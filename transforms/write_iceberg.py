@@ -23,6 +23,7 @@ from pyiceberg.expressions import (
 
 from whylake.lake.catalog import CatalogConfig, open_catalog
 from whylake.lake.commit import CommitConfig, CommitResult, append_once
+from whylake.lake.failpoints import POINTS as FAILPOINTS
 from whylake.lake.failpoints import Failpoints
 from whylake.schemas.arrow import strict_table
 from whylake.schemas.errors import ConfigError
@@ -118,8 +119,10 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         self.config = config
         self.committed = Metrics.counter("whylake", f"{config.table}.committed")
         self.present = Metrics.counter("whylake", f"{config.table}.already_present")
-        # e.g. after-explanations-commit for whylake.explanations
-        self.after_commit = f"after-{config.table.rsplit('.', 1)[-1].replace('_', '-')}-commit"
+        # e.g. after-explanations-commit for whylake.explanations; a table without a failpoint
+        # of its own (one added later) has none, instead of failing every run.
+        after = f"after-{config.table.rsplit('.', 1)[-1].replace('_', '-')}-commit"
+        self.after_commit = after if after in FAILPOINTS else None
 
     def setup(self) -> None:
         self.catalog = open_catalog(self.config.catalog)
@@ -141,7 +144,8 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
             batch_id=f"{group}:{digest.hexdigest()[:16]}",
             config=self.config.commit,
         )
-        self.config.failpoints.hit(self.after_commit)
+        if self.after_commit is not None:
+            self.config.failpoints.hit(self.after_commit)
         self.committed.inc(result.rows_committed)
         self.present.inc(result.rows_already_present)
         yield result

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from whylake.jobs import options
-from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS
+from whylake.lake.catalog import ALERTS, DEAD_LETTERS, EXPLANATIONS, METRICS
 from whylake.lake.failpoints import KILL, POINTS, RAISE, Failpoints
 from whylake.schemas.errors import ConfigError, FailpointTriggered
+from whylake.transforms.write_iceberg import AppendConfig, _AppendGroupFn
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,6 +75,22 @@ def test_every_point_in_the_code_is_a_known_one() -> None:
             used |= set(re.findall(r"\.hit\(\"([a-z-]+)\"\)", text))
     # The commit step names its point after its table (write_iceberg.py).
     used |= {
-        f"after-{t.split('.')[1].replace('_', '-')}-commit" for t in (EXPLANATIONS, DEAD_LETTERS)
+        f"after-{t.split('.')[1].replace('_', '-')}-commit"
+        for t in (EXPLANATIONS, DEAD_LETTERS, METRICS)
     }
     assert used == set(POINTS)
+
+
+def test_a_table_without_a_point_of_its_own_commits_without_one() -> None:
+    # A commit step for a table added later (as the monitoring tables were) must not make
+    # every run fail with "unknown failpoint".
+    schema = pa.schema([("k", pa.string()), ("tenant_id", pa.string())])
+    points = {
+        table: _AppendGroupFn(AppendConfig(table, "k", schema, "run-1")).after_commit
+        for table in (EXPLANATIONS, METRICS, ALERTS)
+    }
+    assert points == {
+        EXPLANATIONS: "after-explanations-commit",
+        METRICS: "after-metrics-commit",
+        ALERTS: None,
+    }
