@@ -45,7 +45,7 @@ lint: setup ## ruff, the import contracts, mypy --strict on the pure packages
 	    -p whylake.schemas -p whylake.transforms.sampling -p whylake.transforms.explainers \
 	    -p whylake.monitor
 
-bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api bench-monitor bench-explain-stage ## Run every benchmark (figures in bench/results/)
+bench: bench-batch bench-explainers bench-models bench-replica bench-stream bench-storage bench-api bench-monitor bench-explain-stage bench-commits ## Run every benchmark (figures in bench/results/)
 
 bench-batch: setup ## 1M and 10M records through the batch job, 2% explained -> bench/results/batch.json, batch-10m.json
 	$(PY) -m bench.batch
@@ -76,6 +76,9 @@ bench-api: up ## whylake serve: lookup p50/p99 at 50 clients, 500 SSE streams ->
 bench-monitor: setup ## Drift test: false alarms without drift, power, cost -> bench/results/monitor_drift.json
 	$(PY) -m bench.monitor_drift $(BENCH_ARGS)
 
+bench-commits: setup ## Same-key writers (attempts, duplicates) and commit cost vs snapshots kept -> bench/results/commits.json
+	$(PY) -m bench.commits
+
 up: setup ## Fetch pinned servers, build Prism, SeaweedFS and Prometheus, install Chromium; start OpenSearch, Kafka, MLflow, SeaweedFS
 	$(INFRA) fetch opensearch kafka flink prism chromium mlflow seaweedfs iceberg-rest prometheus
 	$(INFRA) up opensearch kafka mlflow seaweedfs
@@ -92,4 +95,4 @@ status: ## pid, port, health and memory of each local service
 clean: ## Remove the embedded catalog, warehouse and demo data (.whylake)
 	rm -rf .whylake
 
-.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage bench-monitor bench-explain-stage up up-all down status clean
+.PHONY: help setup demo test test-unit lint bench bench-batch bench-explainers bench-models bench-replica bench-stream bench-api bench-storage bench-monitor bench-explain-stage bench-commits up up-all down status clean

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from whylake.lake.catalog import ensure_tables, open_catalog
+from whylake.lake.catalog import COMMITS, ensure_tables, open_catalog
+from whylake.lake.history import record_history
 from whylake.lake.runs import (
     FAILED,
     SUCCEEDED,
@@ -56,7 +57,7 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
     """
     console = console or Console(stderr=True)
     catalog = open_catalog(config.store.catalog)
-    ensure_tables(catalog)
+    ensure_tables(catalog, config.store.retention)
     started = start_run(
         catalog,
         run_id=config.run_id,
@@ -77,9 +78,24 @@ def run_batch(config: BatchJobConfig, console: Console | None = None) -> BatchSu
         record_run(catalog, failed)
         raise
     final = _final(catalog, config, started, outcome, outcome.elapsed_s)
+    config.store.failpoints.hit("before-final-manifest")
     record_run(catalog, final)
+    _log_history(catalog, config.run_id)
     print_summary(final, outcome.counters, console)
     return BatchSummary(final)
+
+
+def _log_history(catalog: Catalog, run_id: str) -> None:
+    """Log this run's commits (and any a killed run left) so time travel outlives expiry.
+
+    Best effort: the run's rows are durable already, snapshots stay inside the retention
+    horizon, and `whylake maintenance expire-snapshots` logs every snapshot before it expires
+    one, so a failure here costs nothing but a warning.
+    """
+    try:
+        record_history(catalog, run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - see the docstring; said out loud, not swallowed
+        log.warning("run %s: could not update %s (%s); maintenance will", run_id, COMMITS, exc)
 
 
 def _run_with_progress(config: BatchJobConfig, console: Console) -> RunOutcome:

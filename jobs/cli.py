@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from whylake.jobs import compact_commands, keys_commands, policy_commands, review_commands
+from whylake.jobs.maintenance_commands import app as maintenance_app
 from whylake.jobs.output import OUTPUTS, console, print_arrow
 from whylake.schemas.errors import ConfigError, WhylakeError
 
@@ -135,11 +136,11 @@ def _parse_day(value: str | None, option: str) -> date | None:
 
 
 def _catalog(home: Path | None) -> Any:
-    from whylake.jobs.options import catalog_config
+    from whylake.jobs.options import catalog_config, retention
     from whylake.lake.catalog import ensure_tables, open_catalog
 
     catalog = open_catalog(catalog_config(home))
-    ensure_tables(catalog)
+    ensure_tables(catalog, retention())
     return catalog
 
 
@@ -169,6 +170,8 @@ def _store(prefix: str, o: dict[str, Any]) -> Any:
         opensearch=options.opensearch_config(o["opensearch_url"]),
         run_id=new_run_id(prefix),
         explanation_policies=options.explanation_policies(o["explanation_policy"]),
+        retention=options.retention(),
+        failpoints=options.failpoints(),
     )
 
 
@@ -572,6 +575,7 @@ app.add_typer(compact_commands.app, name="compact")
 app.add_typer(review_commands.app, name="review")
 app.add_typer(keys_commands.app, name="keys")
 app.add_typer(policy_commands.app, name="policy")
+app.add_typer(maintenance_app, name="maintenance")
 
 
 def _opensearch(url: str | None) -> Any:

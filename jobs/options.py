@@ -14,7 +14,8 @@ from typing import Any
 from pyiceberg.utils.config import Config
 
 from whylake.lake.audit import SqlLimits
-from whylake.lake.catalog import CATALOG_NAME, CatalogConfig
+from whylake.lake.catalog import CATALOG_NAME, CatalogConfig, RetentionConfig
+from whylake.lake.failpoints import Failpoints
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import STORAGE_PREFIXES, StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
@@ -26,6 +27,8 @@ ENV_HASH_KEY = "WHYLAKE_HASH_KEY"
 ENV_OPENSEARCH_URL = "WHYLAKE_OPENSEARCH_URL"
 ENV_PRISM = "WHYLAKE_PRISM_LOCATION"
 ENV_MLFLOW = ("WHYLAKE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+ENV_RETENTION_DAYS = "WHYLAKE_RETENTION_DAYS"
+ENV_FAILPOINTS = "WHYLAKE_FAILPOINTS"
 PRISM_VERSION = "v2.77.0"  # the Beam release pinned in pyproject.toml
 
 # Public on purpose: the demo is reproducible anywhere. Hashes under it are reversible by
@@ -154,20 +157,40 @@ def hash_key(key_file: Path | None = None, *, insecure_demo_key: bool = False) -
     return Secret(value, f"env:{ENV_HASH_KEY}")
 
 
+def retention(days: int | None = None) -> RetentionConfig | None:
+    """The snapshot-history horizon asked for: `days`, else WHYLAKE_RETENTION_DAYS, else None.
+
+    None keeps each table's own horizon (184 days where a table has none yet).
+    """
+    if days is not None:
+        return RetentionConfig(days=days)
+    text = os.environ.get(ENV_RETENTION_DAYS, "").strip()
+    if not text:
+        return None
+    try:
+        return RetentionConfig(days=int(text))
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_RETENTION_DAYS}={text!r} is not a whole number of days") from exc
+
+
+def failpoints() -> Failpoints:
+    """Failpoints armed by WHYLAKE_FAILPOINTS (a testing tool: lake/failpoints.py); none unset."""
+    return Failpoints.parse(os.environ.get(ENV_FAILPOINTS, ""))
+
+
 def opensearch_config(url: str | None) -> OpenSearchConfig | None:
     """The hot replica from --opensearch-url / WHYLAKE_OPENSEARCH_URL and WHYLAKE_OPENSEARCH_*."""
     url = url or os.environ.get(ENV_OPENSEARCH_URL)
     if not url:
         return None
     password = os.environ.get("WHYLAKE_OPENSEARCH_PASSWORD")
-    prefix = os.environ.get("WHYLAKE_OPENSEARCH_INDEX_PREFIX")
     return OpenSearchConfig(
         url=url,
-        **({"index_prefix": prefix} if prefix else {}),
         username=os.environ.get("WHYLAKE_OPENSEARCH_USERNAME"),
         password=Secret(password, "env:WHYLAKE_OPENSEARCH_PASSWORD") if password else None,
         ca_certs=os.environ.get("WHYLAKE_OPENSEARCH_CA_CERTS"),
         verify_certs=os.environ.get("WHYLAKE_OPENSEARCH_VERIFY_CERTS", "true") != "false",
+        index_prefix=os.environ.get("WHYLAKE_OPENSEARCH_INDEX_PREFIX") or "whylake-explanations",
     )
 
 

@@ -26,11 +26,15 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
 
 from whylake.lake.catalog import DEAD_LETTERS, EXPLANATIONS, RUNS
-from whylake.lake.reconstruct import committed_time, snapshot_at, to_millis
-from whylake.schemas.errors import ConfigError, QueryLimitError, TenantScopeError
+from whylake.lake.history import TablePoint, lineage, point_in_time
+from whylake.schemas.errors import (
+    ConfigError,
+    QueryLimitError,
+    SnapshotNotFoundError,
+    TenantScopeError,
+)
 
 # What tenant SQL can name: three views over the tenant's rows, nothing else.
 TENANT_RELATIONS = ("explanations", "dead_letters", "runs")
@@ -261,7 +265,7 @@ class _PlannedRelation:
     schema: pa.Schema
     files: tuple[str, ...]
     io: PyArrowFileIO | None
-    snapshot: Snapshot | None
+    snapshot_id: int | None
 
     def local_paths(self) -> list[str]:
         """The planned files' paths when every one is on a local disk, else none."""
@@ -330,26 +334,34 @@ class _TenantScope:
         until: datetime | None,
     ) -> _TenantScope:
         """Plan the tenant's files at `as_of` / `snapshot_id` of the explanations table."""
-        explanations = catalog.load_table(EXPLANATIONS)
-        anchor = snapshot_at(explanations, as_of=as_of, snapshot_id=snapshot_id)
+        # Points in time through the commit log (lake/history.py): the same answer after the
+        # snapshots have been expired by maintenance.
+        anchor = point_in_time(catalog, EXPLANATIONS, as_of=as_of, snapshot_id=snapshot_id)
+        if anchor is None and as_of is not None:
+            known = lineage(catalog, EXPLANATIONS).describe()
+            raise SnapshotNotFoundError(
+                f"{EXPLANATIONS} had no snapshot at {as_of.isoformat()}; {known}"
+            )
         # The other tables have their own snapshot ids: align them by time. When only the
-        # current state is asked for, each table's current snapshot is used.
-        moment = committed_time(anchor) if anchor is not None and snapshot_id is not None else as_of
-        dead_letters = catalog.load_table(DEAD_LETTERS)
-        runs = catalog.load_table(RUNS)
+        # current state is asked for, each table's current snapshot is used. Before a table's
+        # first commit it was simply empty (e.g. no dead letter yet): no error.
+        moment = anchor.committed_at if anchor is not None and snapshot_id is not None else as_of
         chosen = {
             EXPLANATIONS: anchor,
-            DEAD_LETTERS: _snapshot_or_none(dead_letters, moment),
-            RUNS: _snapshot_or_none(runs, moment),
+            DEAD_LETTERS: point_in_time(catalog, DEAD_LETTERS, as_of=moment),
+            RUNS: point_in_time(catalog, RUNS, as_of=moment),
         }
         relations = {
-            "explanations": _plan_tenant_files(explanations, anchor, tenant_id, since, until),
+            "explanations": _plan_tenant_files(
+                catalog, EXPLANATIONS, anchor, tenant_id, since, until
+            ),
             "dead_letters": _plan_tenant_files(
-                dead_letters, chosen[DEAD_LETTERS], tenant_id, since, until
+                catalog, DEAD_LETTERS, chosen[DEAD_LETTERS], tenant_id, since, until
             ),
         }
-        snapshots = {n: (s.snapshot_id if s is not None else None) for n, s in chosen.items()}
-        return cls(tenant_id, relations, _tenant_runs(runs, chosen[RUNS], tenant_id), snapshots)
+        snapshots = {n: (p.snapshot_id if p is not None else None) for n, p in chosen.items()}
+        runs = _tenant_runs(catalog, chosen[RUNS], tenant_id)
+        return cls(tenant_id, relations, runs, snapshots)
 
     def local_files(self) -> list[str]:
         """Every planned local file: the only paths the tenant's connection may open."""
@@ -388,32 +400,28 @@ class _TenantScope:
         return out
 
 
-def _snapshot_or_none(table: Table, moment: datetime | None) -> Snapshot | None:
-    if moment is None:
-        return table.current_snapshot()
-    # Before a table's first commit it was simply empty (e.g. no dead letter yet): no error.
-    return table.snapshot_as_of_timestamp(to_millis(moment), inclusive=True)
-
-
 def _plan_tenant_files(
-    table: Table,
-    snapshot: Snapshot | None,
+    catalog: Catalog,
+    name: str,
+    point: TablePoint | None,
     tenant_id: str,
     since: datetime | None,
     until: datetime | None,
 ) -> _PlannedRelation:
-    """The data files of the tenant's partitions (and days) in `snapshot`, from metadata only."""
-    name = ".".join(table.name())
-    schema = table.schema().as_arrow()
-    if snapshot is None:
+    """The data files of the tenant's partitions (and days) at `point`, from metadata only."""
+    if point is None:
+        schema = catalog.load_table(name).schema().as_arrow()
         return _PlannedRelation(name, schema, (), None, None)
+    table = point.table
+    schema = table.schema().as_arrow()
     row_filter: BooleanExpression = EqualTo("tenant_id", tenant_id)
     time_column = _TIME_COLUMN.get(name)
     if time_column is not None:
         row_filter = And(row_filter, _time_range(time_column, since, until))
     # pyiceberg's planner prunes by manifest partition summaries, then each file's partition
     # tuple and column bounds: other tenants' files are never opened, not even their footers.
-    tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot.snapshot_id).plan_files())
+    # An expired snapshot is planned from the current files up to its sequence number.
+    tasks = point.tasks(row_filter)
     for task in tasks:
         if task.delete_files:
             raise TenantScopeError(
@@ -433,7 +441,7 @@ def _plan_tenant_files(
             "the catalog property py-io-impl=pyiceberg.io.pyarrow.PyArrowFileIO"
         )
     files = tuple(task.file.file_path for task in tasks)
-    return _PlannedRelation(name, schema, files, io, snapshot)
+    return _PlannedRelation(name, schema, files, io, point.snapshot_id)
 
 
 def _time_range(column: str, since: datetime | None, until: datetime | None) -> BooleanExpression:
@@ -456,12 +464,12 @@ def _partition_value(table: Table, data_file: Any, field: str) -> Any:
     return data_file.partition[names.index(field)]
 
 
-def _tenant_runs(table: Table, snapshot: Snapshot | None, tenant_id: str) -> pa.Table:
+def _tenant_runs(catalog: Catalog, point: TablePoint | None, tenant_id: str) -> pa.Table:
     columns = list(RUN_COLUMNS)
-    if snapshot is None:
-        return table.schema().as_arrow().empty_table().select(columns)
+    if point is None:
+        return catalog.load_table(RUNS).schema().as_arrow().empty_table().select(columns)
     # The runs table is small (one row per job run) and unpartitioned: filter in memory.
-    runs = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()
+    runs = point.scan()
     mask = pa.array(
         [tenant_id in (tenants or []) for tenants in runs["tenants"].to_pylist()], pa.bool_()
     )

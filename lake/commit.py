@@ -1,4 +1,26 @@
-"""Append rows to an Iceberg table exactly once: skip keys already present, retry on conflict."""
+"""Append rows to an Iceberg table exactly once: key check and commit are one optimistic step.
+
+The protocol, per attempt of `append_once`:
+
+1. load the table: its main branch is at snapshot S;
+2. read the keys present in the rows' partitions *at S* and keep the rows whose key is absent;
+3. fast-append those rows with pyiceberg's own commit retry switched off: the catalog accepts a
+   snapshot only while main is still at S (every snapshot producer sends that requirement), so
+   the rows were checked against exactly the state they are appended to;
+4. on a conflict (another writer moved main) or a commit whose outcome is unknown, wait with
+   full jitter and go back to 1: the next key check sees what the other writer, or this one,
+   committed in the meantime.
+
+pyiceberg's own retry must stay off: it refreshes the table and re-applies the same append on
+the new head without step 2, so two writers of the same keys both commit them (with its
+`commit.retry.num-retries` at 10, eight writers of overlapping keys committed 27 of 160 keys
+twice; shared/NOTES.md). `lake.catalog` sets the property to 0 on every whylake table, and this
+module switches the retry off per commit as well, so the guarantee does not hang on a table
+property that anyone with catalog access can change.
+
+Issue 11 replaces step 2 (its cost grows with the partition) by a bounded check; the rest of the
+protocol, and the tests in tests/unit/lake/test_concurrent_writers.py, stay.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +33,52 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.expressions import BooleanExpression
+from pyiceberg.table import Table, TableProperties
 
-from whylake.schemas.errors import CommitRetriesExhaustedError, ConfigError
+from whylake.schemas.errors import (
+    CommitProtocolError,
+    CommitRetriesExhaustedError,
+    ConfigError,
+    TableSchemaMismatchError,
+)
 
 log = logging.getLogger(__name__)
 
 RUN_ID_PROPERTY = "whylake.run-id"
 BATCH_ID_PROPERTY = "whylake.batch-id"
 
+# Errors after which a commit did not land, or may have landed: both are safe to retry here,
+# because the next attempt re-reads the keys before it appends anything.
+RETRYABLE = (CommitFailedException, CommitStateUnknownException)
+
 
 @dataclass(frozen=True)
 class CommitConfig:
-    """How hard to try before giving up on a conflicting commit."""
+    """How hard to try before giving up on a conflicting commit.
 
-    max_attempts: int = 20
+    Waits grow as min_wait_s * 2**attempt up to max_wait_s, each drawn uniformly below that
+    bound ("full jitter", Brooker 2015: of the schemes compared it spreads contending writers
+    best, with the fewest wasted attempts), within max_attempts and a total of max_total_s.
+    """
+
+    max_attempts: int = 30
     min_wait_s: float = 0.05
     max_wait_s: float = 5.0
+    max_total_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if not 0 <= self.min_wait_s <= self.max_wait_s:
             raise ConfigError("need 0 <= min_wait_s <= max_wait_s")
+        if self.max_total_s <= 0:
+            raise ConfigError(f"max_total_s must be positive, got {self.max_total_s}")
+
+    def wait_s(self, attempt: int, rng: random.Random) -> float:
+        """The pause after failed attempt number `attempt` (1-based)."""
+        return rng.uniform(0.0, min(self.max_wait_s, self.min_wait_s * 2 ** (attempt - 1)))
 
 
 @dataclass(frozen=True)
@@ -47,6 +91,10 @@ class CommitResult:
     rows_committed: int
     rows_already_present: int
     attempts: int
+
+
+# Unseeded on purpose: writers that drew the same waits would collide again in lockstep.
+_JITTER = random.Random()
 
 
 def append_once(
@@ -64,45 +112,125 @@ def append_once(
 
     `scope` is a filter covering every row of `rows` (e.g. their tenant and days) so the
     existing keys are read from those partitions only. Each attempt re-reads the table, so a
-    writer that loses a race to another writer of the same keys commits nothing twice; the
-    snapshot summary carries run and batch ids for the audit trail.
+    writer that loses a race to another writer of the same keys commits nothing twice, and a
+    writer whose rows were not committed by anyone keeps trying until they are; the snapshot
+    summary carries run and batch ids for the audit trail.
+
+    Raises:
+        CommitRetriesExhaustedError: still conflicting after the configured attempts or time;
+            nothing of this call was committed that a rerun would not skip.
+        CommitProtocolError: a commit landed on another snapshot than its keys were read at.
     """
+    deadline = time.monotonic() + config.max_total_s
     for attempt in range(1, config.max_attempts + 1):
-        table = catalog.load_table(table_name)
-        existing = table.scan(row_filter=scope, selected_fields=(key,)).to_arrow()[key]
-        fresh = rows.filter(pc.invert(pc.is_in(rows[key], value_set=existing.combine_chunks())))
-        # A batch may repeat a key (a producer logged a request twice): keep the first.
-        fresh = _first_per_key(fresh, key)
+        table = _without_client_retry(catalog.load_table(table_name))
+        head = table.current_snapshot()
+        read_at = head.snapshot_id if head is not None else None
+        fresh = new_rows(table, rows, key=key, scope=scope)
         skipped = rows.num_rows - fresh.num_rows
         if fresh.num_rows == 0:
             return CommitResult(table_name, batch_id, None, 0, skipped, attempt)
         try:
             table.append(
-                fresh.cast(table.schema().as_arrow()),
+                to_table_schema(fresh, table.schema().as_arrow(), table_name),
                 snapshot_properties={RUN_ID_PROPERTY: run_id, BATCH_ID_PROPERTY: batch_id},
             )
-        except CommitFailedException as exc:
-            wait = min(config.max_wait_s, config.min_wait_s * 2 ** (attempt - 1))
-            log.warning(
+        except RETRYABLE as exc:
+            wait = config.wait_s(attempt, _JITTER)
+            if attempt == config.max_attempts or time.monotonic() + wait > deadline:
+                break
+            log.info(
                 "commit of batch %s to %s conflicted (%s); retry %d/%d in %.2fs",
                 batch_id,
                 table_name,
-                exc,
+                type(exc).__name__,
                 attempt,
                 config.max_attempts,
                 wait,
             )
-            time.sleep(wait * random.uniform(1.0, 1.5))
+            time.sleep(wait)
             continue
         snapshot = table.current_snapshot()
-        assert snapshot is not None
+        if snapshot is None or snapshot.parent_snapshot_id != read_at:
+            # The invariant the guarantee rests on, checked rather than assumed.
+            raise CommitProtocolError(
+                f"batch {batch_id} to {table_name} landed on snapshot "
+                f"{snapshot.parent_snapshot_id if snapshot else None}, not on {read_at} where "
+                "its keys were checked: rows may be duplicated (did pyiceberg retry the commit "
+                "itself?); report this as a bug"
+            )
         return CommitResult(
             table_name, batch_id, snapshot.snapshot_id, fresh.num_rows, skipped, attempt
         )
     raise CommitRetriesExhaustedError(
-        f"batch {batch_id} to {table_name} still conflicted after {config.max_attempts} attempts; "
-        "it committed nothing, so rerunning the job is safe"
+        f"batch {batch_id} to {table_name} still conflicted after {attempt} attempts "
+        f"(limits: {config.max_attempts} attempts, {config.max_total_s:.0f} s); other writers "
+        "kept committing first. It committed nothing, so rerunning the job is safe"
     )
+
+
+def new_rows(table: Table, rows: pa.Table, *, key: str, scope: BooleanExpression) -> pa.Table:
+    """The rows whose key is absent from `scope` at the table's current snapshot, once each.
+
+    The seam the bounded check of issue 11 replaces: whatever it reads must be read at the
+    snapshot `table` holds, the one the append is conditional on.
+    """
+    existing = table.scan(row_filter=scope, selected_fields=(key,)).to_arrow()[key]
+    fresh = rows.filter(pc.invert(pc.is_in(rows[key], value_set=existing.combine_chunks())))
+    # A batch may repeat a key (a producer logged a request twice): keep the first.
+    return _first_per_key(fresh, key)
+
+
+def to_table_schema(rows: pa.Table, schema: pa.Schema, table_name: str) -> pa.Table:
+    """`rows` with exactly the table's columns, in the table's order, matched by name.
+
+    A table's column order is the order its columns were added: ensure_tables evolves older
+    tables by name, so a table created before several schema changes (merged in any order) has
+    the same columns as the writer's Arrow schema but not in the same order, and Arrow's cast
+    matches columns by position. A column the rows lack reads as nulls when it is optional (a
+    writer older than the column).
+
+    Raises:
+        TableSchemaMismatchError: a column the table does not have (its rows would be dropped
+            silently), or a required column missing.
+    """
+    unknown = [name for name in rows.column_names if schema.get_field_index(name) < 0]
+    if unknown:
+        raise TableSchemaMismatchError(
+            f"rows for {table_name} have columns the table lacks: {', '.join(unknown)}; run "
+            "any whylake command once to evolve the tables (lake.catalog.ensure_tables)"
+        )
+    present = set(rows.column_names)
+    missing = [f.name for f in schema if f.name not in present and not f.nullable]
+    if missing:
+        raise TableSchemaMismatchError(
+            f"rows for {table_name} lack required columns: {', '.join(missing)}"
+        )
+    columns = [
+        rows[f.name] if f.name in present else pa.nulls(rows.num_rows, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(columns, names=schema.names).cast(schema)
+
+
+def _without_client_retry(table: Table) -> Table:
+    """The same table whose commits pyiceberg does not retry on its own (see the module doc)."""
+    return with_client_retry(table, {TableProperties.COMMIT_NUM_RETRIES: "0"})
+
+
+def with_client_retry(table: Table, retry: dict[str, str]) -> Table:
+    """The same table whose commits pyiceberg retries as `retry` says (commit.retry.* values).
+
+    pyiceberg reads its retry budget from the table's properties when it commits; this copy
+    holds them overridden. The catalog applies the commit to the metadata it has itself, so
+    nothing of the override is ever written. Only for commits that pyiceberg re-validates on
+    its own when it retries (a file replace checks its files are still live); never for an
+    append that a key check guards (see the module doc).
+    """
+    properties = table.metadata.properties
+    if all(properties.get(k) == v for k, v in retry.items()):
+        return table
+    metadata = table.metadata.model_copy(update={"properties": {**properties, **retry}})
+    return Table(table.name(), metadata, table.metadata_location, table.io, table.catalog)
 
 
 def _first_per_key(rows: pa.Table, key: str) -> pa.Table:

@@ -46,13 +46,21 @@ from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 
-from whylake.lake.commit import RUN_ID_PROPERTY
+from whylake.lake.commit import RUN_ID_PROPERTY, with_client_retry
 from whylake.schemas.errors import ConfigError
 from whylake.schemas.ids import check_tenant
 
 log = logging.getLogger(__name__)
 
 COMPACTION_PROPERTY = "whylake.compaction"
+# The replace is rebuilt and re-validated by pyiceberg's own commit retry (see the module doc),
+# so it keeps that retry although whylake's tables switch it off for appends (lake/commit.py:
+# an append's key check would be bypassed). The values the tables carried before that change.
+REPLACE_RETRY = {
+    "commit.retry.num-retries": "10",
+    "commit.retry.min-wait-ms": "50",
+    "commit.retry.max-wait-ms": "5000",
+}
 _MB = 1024 * 1024
 
 
@@ -163,7 +171,7 @@ def _compact_partition(
     config: CompactConfig,
     run_id: str,
 ) -> PartitionCompaction:
-    table = catalog.load_table(table_name)
+    table = with_client_retry(catalog.load_table(table_name), REPLACE_RETRY)
     before = sum(t.file.file_size_in_bytes for t in tasks)
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
     new_files: list[DataFile] = []

@@ -14,6 +14,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from whylake.lake.catalog import EXPLANATIONS
+from whylake.lake.history import lineage, point_in_time
 from whylake.schemas.errors import ConfigError, RecordNotFoundError, SnapshotNotFoundError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,36 +73,37 @@ def reconstruct(
     """
     _check_id("tenant_id", tenant_id)
     _check_id("request_id", request_id)
-    table = catalog.load_table(EXPLANATIONS)
-    snapshot = snapshot_at(table, as_of=as_of, snapshot_id=snapshot_id)
-    if snapshot is None:
+    # Through the commit log when the snapshot has expired (lake/history.py): the answer is the
+    # same before and after maintenance.
+    point = point_in_time(catalog, EXPLANATIONS, as_of=as_of, snapshot_id=snapshot_id)
+    if point is None:
+        if as_of is not None:
+            known = lineage(catalog, EXPLANATIONS).describe()
+            raise SnapshotNotFoundError(
+                f"{EXPLANATIONS} had no snapshot at {as_of.isoformat()}; {known}"
+            )
         raise SnapshotNotFoundError(
             f"{EXPLANATIONS} has no snapshots yet: nothing has been committed, so there is "
             "nothing to reconstruct; run a batch or streaming job first"
         )
     # Both predicates are pushed down: tenant_id prunes to the tenant's partitions, request_id
     # skips files by their column statistics. Rows of another tenant are never read.
-    rows = (
-        table.scan(
-            row_filter=And(EqualTo("tenant_id", tenant_id), EqualTo("request_id", request_id)),
-            snapshot_id=snapshot.snapshot_id,
-        )
-        .to_arrow()
-        .to_pylist()
-    )
+    rows = point.scan(
+        And(EqualTo("tenant_id", tenant_id), EqualTo("request_id", request_id))
+    ).to_pylist()
     rows = [r for r in rows if r["tenant_id"] == tenant_id and r["request_id"] == request_id]
-    committed_at = committed_time(snapshot)
+    committed_at = point.committed_at
     if not rows:
         raise RecordNotFoundError(
             f"tenant {tenant_id!r} has no explanation of request {request_id!r} in snapshot "
-            f"{snapshot.snapshot_id} (committed {committed_at.isoformat()}); check both ids, "
+            f"{point.snapshot_id} (committed {committed_at.isoformat()}); check both ids, "
             "or ask for a later time or the current snapshot if it was explained since"
         )
     # explanation_id breaks ties so the answer is the same on every read.
     rows.sort(key=lambda r: (r["explained_at"], r["explanation_id"]))
     return Reconstruction(
         record=rows[-1],
-        snapshot_id=snapshot.snapshot_id,
+        snapshot_id=point.snapshot_id,
         snapshot_committed_at=committed_at,
         # .get: rows written before a history column existed read it as null.
         history=[{k: r.get(k) for k in HISTORY_FIELDS} for r in rows],
@@ -113,6 +115,9 @@ def snapshot_at(
     table: Table, *, as_of: datetime | None = None, snapshot_id: int | None = None
 ) -> Snapshot | None:
     """The snapshot with this id, or current at `as_of`, or the current one (None: no commits).
+
+    Live snapshots only: for time travel that still answers after snapshot expiry use
+    `lake.history.point_in_time`.
 
     Raises:
         SnapshotNotFoundError: no snapshot has that id, or `as_of` precedes the first commit.

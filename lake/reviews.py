@@ -12,8 +12,9 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo
 
 from whylake.lake.catalog import REVIEWS
 from whylake.lake.commit import append_once
-from whylake.lake.reconstruct import Reconstruction, reconstruct, snapshot_at
-from whylake.schemas.errors import ConfigError, RecordNotFoundError, SnapshotNotFoundError
+from whylake.lake.history import point_in_time
+from whylake.lake.reconstruct import Reconstruction, reconstruct
+from whylake.schemas.errors import ConfigError, RecordNotFoundError
 from whylake.schemas.ids import check_request_id, check_tenant, hash_user_id
 from whylake.schemas.review import DECISIONS, REVIEW_ARROW_SCHEMA, review_id
 from whylake.schemas.secrets import Secret
@@ -112,17 +113,15 @@ def list_reviews(
     as of a past time shows the reviews that existed at that time and no later one.
     """
     check_tenant(tenant_id)
-    table = catalog.load_table(REVIEWS)
-    try:
-        snapshot = snapshot_at(table, as_of=as_of)
-    except SnapshotNotFoundError:  # the first review came later: there were none then
-        return []
-    if snapshot is None:
+    # Through the commit log (lake/history.py), so the answer is the same after the reviews'
+    # snapshots are expired by maintenance.
+    point = point_in_time(catalog, REVIEWS, as_of=as_of)
+    if point is None:  # no review yet then (or at all)
         return []
     expr: BooleanExpression = EqualTo("tenant_id", tenant_id)
     if request_id is not None:
         expr = And(expr, EqualTo("request_id", request_id))
-    rows = table.scan(row_filter=expr, snapshot_id=snapshot.snapshot_id).to_arrow().to_pylist()
+    rows = point.scan(expr).to_pylist()
     rows = [r for r in rows if r["tenant_id"] == tenant_id]
     rows.sort(key=lambda r: (r["reviewed_at"], r["review_id"]))
     return rows

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from whylake.lake.catalog import CatalogConfig
+from whylake.lake.catalog import CatalogConfig, RetentionConfig
+from whylake.lake.failpoints import Failpoints
 from whylake.lake.opensearch import OpenSearchConfig
 from whylake.lake.storage import StorageConfig
 from whylake.schemas.errors import ConfigError, SecretNotConfiguredError
@@ -51,6 +52,9 @@ class StoreConfig:
     limits: RecordLimits = field(default_factory=RecordLimits)
     # |re-scored - logged score| above this counts as an offline vs runtime mismatch.
     score_tolerance: float = 1e-3
+    # Snapshot history to keep, at least; None: each table's own (184 days where it has none).
+    retention: RetentionConfig | None = None
+    failpoints: Failpoints = field(default_factory=Failpoints)  # testing only: WHYLAKE_FAILPOINTS
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_key, Secret):
@@ -84,6 +88,8 @@ class StoreConfig:
                 k: str(v) if k == "reference_time" else v for k, v in asdict(self.limits).items()
             },
             "score_tolerance": self.score_tolerance,
+            "retention_days": self.retention.days if self.retention else None,
+            "failpoints": self.failpoints.describe() or None,
         }
 
 

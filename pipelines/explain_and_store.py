@@ -76,13 +76,14 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 catalog=config.catalog,
                 emit_rows=config.opensearch is not None,
                 emit_committed=True,
+                failpoints=config.failpoints,
             )
         )
         replicated = None
         if config.opensearch is not None:
             # Fed by rows whose Iceberg commit is durable: the replica never runs ahead.
             replicated = appended.rows | "ReplicateToOpenSearch" >> WriteToOpenSearch(
-                config.opensearch
+                config.opensearch, config.failpoints
             )
         dead = (
             (
@@ -104,6 +105,7 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                     schema=DEAD_LETTER_ARROW_SCHEMA,
                     run_id=config.run_id,
                     catalog=config.catalog,
+                    failpoints=config.failpoints,
                 ),
                 to_dict=lambda d: d._asdict(),
             )

@@ -47,6 +47,26 @@ class CommitRetriesExhaustedError(WhylakeError):
     """An Iceberg commit kept conflicting with other writers after every retry."""
 
 
+class TableSchemaMismatchError(WhylakeError):
+    """Rows to append name a column the table lacks, or lack one it requires."""
+
+
+class CommitProtocolError(WhylakeError):
+    """A commit landed on another snapshot than the one its keys were checked against."""
+
+
+class HistoryIncompleteError(WhylakeError):
+    """Snapshots were expired before whylake recorded their commits: that past is unknown."""
+
+
+class RetentionError(WhylakeError):
+    """A maintenance step would remove history inside the compliance retention horizon."""
+
+
+class FailpointTriggered(WhylakeError):
+    """A failpoint armed with the `raise` action was reached (a testing tool)."""
+
+
 class InputNotFoundError(WhylakeError):
     """An input path or glob matched no file."""
 

@@ -23,6 +23,8 @@ from pyiceberg.expressions import (
 
 from whylake.lake.catalog import CatalogConfig, open_catalog
 from whylake.lake.commit import CommitConfig, CommitResult, append_once
+from whylake.lake.failpoints import POINTS as FAILPOINTS
+from whylake.lake.failpoints import Failpoints
 from whylake.schemas.arrow import strict_table
 from whylake.schemas.errors import ConfigError
 
@@ -47,6 +49,7 @@ class AppendConfig:
     # Also output (committed_at_ms, row) per row on `committed`: the commit time of the snapshot
     # that added the row, or None for a row an earlier run had committed (monitoring's latency).
     emit_committed: bool = False
+    failpoints: Failpoints = field(default_factory=Failpoints)  # testing only: lake/failpoints.py
 
     def __post_init__(self) -> None:
         if self.key not in self.schema.names:
@@ -116,6 +119,10 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         self.config = config
         self.committed = Metrics.counter("whylake", f"{config.table}.committed")
         self.present = Metrics.counter("whylake", f"{config.table}.already_present")
+        # e.g. after-explanations-commit for whylake.explanations; a table without a failpoint
+        # of its own (one added later) has none, instead of failing every run.
+        after = f"after-{config.table.rsplit('.', 1)[-1].replace('_', '-')}-commit"
+        self.after_commit = after if after in FAILPOINTS else None
 
     def setup(self) -> None:
         self.catalog = open_catalog(self.config.catalog)
@@ -126,6 +133,7 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         table = strict_table(rows, self.config.schema)
         # The batch id names the exact set of rows: a retry of the same group reuses it.
         digest = hashlib.sha256("\n".join(r[self.config.key] for r in rows).encode())
+        self.config.failpoints.hit("before-first-commit")
         result = append_once(
             self.catalog,
             self.config.table,
@@ -136,6 +144,8 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
             batch_id=f"{group}:{digest.hexdigest()[:16]}",
             config=self.config.commit,
         )
+        if self.after_commit is not None:
+            self.config.failpoints.hit(self.after_commit)
         self.committed.inc(result.rows_committed)
         self.present.inc(result.rows_already_present)
         yield result

@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection
 
+from whylake.lake.failpoints import Failpoints
 from whylake.lake.opensearch import IndexOutcome, OpenSearchConfig, index_records
 
 Row = dict[str, Any]
@@ -21,13 +22,14 @@ class WriteToOpenSearch(beam.PTransform[PCollection[Row], PCollection[IndexOutco
     (`whylake/replica_lag`) and `whylake replica backfill` catches up from Iceberg later.
     """
 
-    def __init__(self, config: OpenSearchConfig) -> None:
+    def __init__(self, config: OpenSearchConfig, failpoints: Failpoints | None = None) -> None:
         super().__init__()
         self.config = config
+        self.failpoints = failpoints or Failpoints()  # testing only: lake/failpoints.py
 
     def expand(self, records: PCollection[Row]) -> PCollection[IndexOutcome]:
         return records | "BulkIndex" >> beam.ParDo(
-            _WriteToOpenSearchFn(self.config)
+            _WriteToOpenSearchFn(self.config, self.failpoints)
         ).with_output_types(IndexOutcome)
 
     def display_data(self) -> dict[str, Any]:
@@ -40,8 +42,9 @@ class WriteToOpenSearch(beam.PTransform[PCollection[Row], PCollection[IndexOutco
 
 
 class _WriteToOpenSearchFn(beam.DoFn):  # type: ignore[misc]
-    def __init__(self, config: OpenSearchConfig) -> None:
+    def __init__(self, config: OpenSearchConfig, failpoints: Failpoints) -> None:
         self.config = config
+        self.failpoints = failpoints
         self.indexed = Metrics.counter("whylake", "replica_indexed")
         self.lag = Metrics.counter("whylake", "replica_lag")
 
@@ -68,6 +71,7 @@ class _WriteToOpenSearchFn(beam.DoFn):  # type: ignore[misc]
         self.buffers = {}
 
     def _flush(self, buffer: list[Row]) -> IndexOutcome:
+        self.failpoints.hit("before-replica")
         outcome = index_records(self.client, self.config, buffer, self.known)
         self.indexed.inc(outcome.indexed)
         self.lag.inc(outcome.failed)

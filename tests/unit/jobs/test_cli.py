@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.lake.conftest import SeededLake, seeded_lake
+from whylake.jobs import options
 from whylake.jobs.cli import main
 
 __all__ = ["seeded_lake"]
@@ -48,8 +49,40 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  #
 def test_help_lists_every_command(run) -> None:  # type: ignore[no-untyped-def]
     code, out = run("--help")
     assert code == 0
-    for command in ("batch", "stream", "sql", "reconstruct", "runs", "replica", "search", "demo"):
+    for command in (
+        "batch",
+        "stream",
+        "sql",
+        "reconstruct",
+        "runs",
+        "replica",
+        "search",
+        "maintenance",
+        "demo",
+    ):
         assert command in out
+
+
+def test_maintenance_shows_the_horizon_and_refuses_to_cut_into_it(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out = run("maintenance", "retention", "--home", str(tmp_path))
+    assert code == 0, out
+    # explanations, dead_letters, runs, reviews, metrics, alerts, commits
+    assert out.count(" 184 ") == 7
+    code, out = run("maintenance", "retention", "--days", "30", "--home", str(tmp_path))
+    assert code == 2 and "--shorten" in out and "Traceback" not in out
+    code, out = run("maintenance", "expire-snapshots", "--dry-run", "--home", str(tmp_path))
+    assert code == 0, out
+    code, out = run(
+        "maintenance",
+        "expire-snapshots",
+        "--older-than",
+        "2999-01-01T00:00:00Z",
+        "--home",
+        str(tmp_path),
+    )
+    assert code == 2 and "Shorten the horizon first" in out
+    code, out = run("maintenance", "retention", "--days", "400", "--home", str(tmp_path))
+    assert code == 0 and out.count(" 400 ") == 7
 
 
 def test_sql_answers_within_the_tenant(run, seeded_lake: SeededLake) -> None:  # type: ignore[no-untyped-def]
@@ -236,3 +269,14 @@ def test_an_unexpected_error_says_so_and_debug_shows_the_traceback(  # type: ign
     monkeypatch.setenv("WHYLAKE_DEBUG", "1")
     code, out = run("runs", "--home", str(seeded_lake.home))
     assert code == 1 and "Traceback" in out
+
+
+def test_the_replica_index_prefix_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WHYLAKE_OPENSEARCH_INDEX_PREFIX", raising=False)
+    default = options.opensearch_config("http://127.0.0.1:9200")
+    assert default is not None and default.index_prefix == "whylake-explanations"
+    monkeypatch.setenv("WHYLAKE_OPENSEARCH_INDEX_PREFIX", "test-crash-1")
+    chosen = options.opensearch_config("http://127.0.0.1:9200")
+    assert chosen is not None and chosen.index_prefix == "test-crash-1"

@@ -11,6 +11,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from whylake.lake.catalog import REVIEWS
+from whylake.lake.history import LOGGED_TABLES, record_history
 from whylake.lake.reconstruct import reconstruct, to_json
 from whylake.lake.reviews import ReviewRequest, add_review, list_reviews, with_reviews
 from whylake.schemas.errors import ConfigError, RecordNotFoundError
@@ -79,3 +80,17 @@ def test_the_latest_review_joins_the_history_and_time_travels(reviewed: Catalog)
     assert '"reviews"' in to_json(now)
     rec = reconstruct(reviewed, "acme", "r-1", as_of=between)
     assert [r["decision"] for r in with_reviews(reviewed, rec).reviews] == ["escalate"]
+
+    # The same answers once maintenance has expired every snapshot but the heads.
+    before = (with_reviews(reviewed, rec), now)
+    record_history(reviewed)
+    for name in LOGGED_TABLES:
+        table = reviewed.load_table(name)
+        if table.current_snapshot() is not None:
+            table.maintenance.expire_snapshots().older_than(datetime.now(UTC)).commit()
+    assert reviewed.load_table(REVIEWS).snapshot_by_id(first_commit.snapshot_id) is None
+    rec = reconstruct(reviewed, "acme", "r-1", as_of=between)
+    assert (
+        with_reviews(reviewed, rec),
+        with_reviews(reviewed, reconstruct(reviewed, "acme", "r-1")),
+    ) == before

@@ -11,6 +11,7 @@ from pyiceberg.types import StringType, TimestamptzType
 
 from tests.unit.cards import two_feature_card
 from whylake.schemas.arrow import strict_table
+from whylake.schemas.commit_log import COMMIT_LOG_ARROW_SCHEMA, COMMIT_LOG_SCHEMA
 from whylake.schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA, DEAD_LETTER_SCHEMA, DeadLetter
 from whylake.schemas.explanation import (
     EXPLANATION_ARROW_SCHEMA,
@@ -29,6 +30,7 @@ from whylake.schemas.run_manifest import RUN_ARROW_SCHEMA, RUN_SCHEMA
         (EXPLANATION_SCHEMA, EXPLANATION_ARROW_SCHEMA),
         (DEAD_LETTER_SCHEMA, DEAD_LETTER_ARROW_SCHEMA),
         (RUN_SCHEMA, RUN_ARROW_SCHEMA),
+        (COMMIT_LOG_SCHEMA, COMMIT_LOG_ARROW_SCHEMA),
     ],
 )
 def test_arrow_schema_carries_the_iceberg_field_ids(iceberg, arrow) -> None:
@@ -40,7 +42,13 @@ def test_arrow_schema_carries_the_iceberg_field_ids(iceberg, arrow) -> None:
 
 
 def test_field_ids_are_unique_across_nesting() -> None:
-    for schema in (INFERENCE_SCHEMA, EXPLANATION_SCHEMA, DEAD_LETTER_SCHEMA, RUN_SCHEMA):
+    for schema in (
+        INFERENCE_SCHEMA,
+        EXPLANATION_SCHEMA,
+        DEAD_LETTER_SCHEMA,
+        RUN_SCHEMA,
+        COMMIT_LOG_SCHEMA,
+    ):
         ids = list(schema._lazy_id_to_field.keys())  # every id, nested ones included
         assert len(ids) == len(set(ids)) == len(schema._lazy_id_to_name)
 
