@@ -149,8 +149,9 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> TwoDays:
     initech = tuple(p for p in failing.paths if p.name.startswith("initech"))
     inputs[FAILING] = initech
     # More than max_failed_share fail, so the run is `failed`; its metrics are written all the same.
-    # IG held to 4 steps cannot converge on the MLP: its rows fail the check.
-    assert _run(home, initech, FAILING, ig_steps=2, ig_max_steps=4, shap=False).status == "failed"
+    # IG capped at 200 steps: the MLP rows that need more to converge fail the check
+    # (most of them), the others pass.
+    assert _run(home, initech, FAILING, ig_max_steps=200, shap=False).status == "failed"
     return TwoDays(home, inputs)
 
 
@@ -231,6 +232,9 @@ def test_metrics_match_figures_recomputed_from_the_raw_tables(two_days: TwoDays)
             ]
             assert row["latency_rows"] == len(latency)
             for q, column in ((50, "latency_p50_s"), (95, "latency_p95_s"), (99, "latency_p99_s")):
+                if not latency:  # the failing day: nothing explained, no latency to report
+                    assert row[column] is None
+                    continue
                 assert row[column] == pytest.approx(float(np.percentile(latency, q)), abs=1e-6)
             assert sum(row["latency_buckets"]) == len(latency)
             # The sampler's stratum count is the same traffic (one model per tenant here).
@@ -239,7 +243,8 @@ def test_metrics_match_figures_recomputed_from_the_raw_tables(two_days: TwoDays)
             hashed = [e for e in mine if e["input_hash_mismatch"] is not None]
             assert row["input_hash_checked"] == len(hashed) == len(mine)
             assert row["input_hash_mismatches"] == sum(e["input_hash_mismatch"] for e in hashed)
-            assert row["explain_seconds"] > 0 and row["cost_per_explanation_s"] > 0
+            if mine:  # the failing day explains nothing: no cost per explanation
+                assert row["explain_seconds"] > 0 and row["cost_per_explanation_s"] > 0
             checked += 1
     assert checked == 7
     [failing] = read_metrics(catalog, "initech", since=FAILING, until=FAILING)
