@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -75,23 +74,23 @@ def pipeline_options(config: BatchJobConfig) -> PipelineOptions:
 
 
 def local_pipeline_options(runner: str, runner_args: tuple[str, ...]) -> PipelineOptions:
-    """The run's options; on the local FnApiRunner, parallel workers whose data arrives whole.
+    """The run's options; on the local FnApiRunner, workers whose data arrives whole.
 
-    Bundles run on one worker thread per core (up to 4) unless --direct_num_workers says
-    otherwise: torch and Arrow release the GIL (the explain-stage bench, 60,000 records with
-    30,465 explained: 35.9 s on two workers, 64.9 s on one). Those workers talk to the runner
-    over Beam's gRPC data plane, whose output streams Beam 2.77 also flushes from a timer
-    thread every second (``DATA_BUFFER_TIME_LIMIT_MS``, for streaming latency) - in the middle
-    of an element whenever encoding it spans the tick. The runner decodes each message on its
-    own at a GroupByKey, so such an element is lost or read from its middle. That is what one
-    worker was the default for (two workers lost 6-16 dead letters at a GroupByKey in 3 of 6
-    fuzz-suite runs, and in 4 of 13 runs of read -> validate -> GroupByKey alone), and what
-    made the batch job allocate 6-20 GB within seconds on those 60,000 records: a bogus
-    window count read at AppendToIceberg's GroupByPartition. With the timer off, streams
-    flush only between elements (at 10 MB and at the end of a bundle), all a batch run needs:
-    the same run peaks at 2.8 GB and commits every row (tests/integration/test_local_runner.py
-    shows the split). The run manifest still fails a run whose commits do not add up
-    (jobs/batch_job.py), whatever the runner.
+    The local runner gets one worker unless --direct_num_workers says otherwise (then pass
+    --direct_running_mode=multi_threading too). Parallel workers talk to the runner over
+    Beam's gRPC data plane, whose output streams Beam 2.77 also flushes from a timer thread
+    every second (``DATA_BUFFER_TIME_LIMIT_MS``, for streaming latency) - in the middle of
+    an element whenever encoding it spans the tick. The runner decodes each message on its
+    own at a GroupByKey, so such an element is lost or read from its middle: two workers
+    lost 6-16 dead letters at a GroupByKey in 3 of 6 fuzz-suite runs (and in 4 of 13 runs of
+    read -> validate -> GroupByKey alone), and on 60,000 records (30,465 explained) the batch
+    job read a bogus window count at AppendToIceberg's GroupByPartition and allocated 6-20 GB
+    within seconds. With the timer off, streams flush only between elements (at 10 MB and at
+    the end of a bundle), all a batch run needs: that run then commits every row at a 2.9 GB
+    peak on two workers (tests/integration/test_local_runner.py shows the split). One worker
+    stays the default: on 2 shared cores two were not reliably faster (explain-stage input:
+    61.8 s on two, 52.2 s on one, at load 3.3 and 2.5). The run manifest still fails a run
+    whose commits do not add up (jobs/batch_job.py), whatever the runner.
     """
     if runner == "FnApiRunner":
         _without_data_plane_flush_timer()
@@ -117,13 +116,12 @@ def _without_data_plane_flush_timer() -> None:
 
 
 def local_runner_args(runner: str, runner_args: tuple[str, ...]) -> list[str]:
-    """The Beam arguments of a run: the local FnApiRunner gets one worker thread per core."""
+    """The Beam arguments of a run: the local FnApiRunner gets one worker unless told."""
     args = [f"--runner={runner}", *runner_args]
     if runner == "FnApiRunner" and not any(
         a.startswith("--direct_num_workers") for a in runner_args
     ):
-        workers = min(4, os.cpu_count() or 1)
-        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_threading"]
+        args.append("--direct_num_workers=1")
     return args
 
 

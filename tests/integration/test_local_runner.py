@@ -60,8 +60,8 @@ def test_grouped_elements_survive_an_element_that_is_slow_to_encode() -> None:
     want = [
         _count((k, [v for kk, v in map(_keyed, range(n)) if kk == k])) for k in ("k0", "k1", "k2")
     ]
-    # The job's own options: parallel workers on the gRPC data plane (2 here, whatever the
-    # machine), with Beam's timed flush turned off.
+    # The job's own options for two workers on the gRPC data plane (whatever the machine),
+    # with Beam's timed flush turned off.
     options = local_pipeline_options(
         "FnApiRunner", ("--direct_num_workers=2", "--direct_running_mode=multi_threading")
     )

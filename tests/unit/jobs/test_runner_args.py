@@ -1,4 +1,4 @@
-"""The batch job's Beam arguments: the local runner in parallel, without a timed flush."""
+"""The batch job's Beam arguments: the local runner's workers, without a timed flush."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from whylake.pipelines.batch import local_pipeline_options, local_runner_args
 
 
-def test_the_local_runner_gets_parallel_workers_unless_told_otherwise() -> None:
-    args = local_runner_args("FnApiRunner", ())
-    assert "--direct_running_mode=multi_threading" in args
-    assert local_runner_args("FnApiRunner", ("--direct_num_workers=1",)) == [
+def test_the_local_runner_gets_one_worker_unless_told_otherwise() -> None:
+    assert local_runner_args("FnApiRunner", ()) == [
         "--runner=FnApiRunner",
         "--direct_num_workers=1",
     ]
+    two = ("--direct_num_workers=2", "--direct_running_mode=multi_threading")
+    assert local_runner_args("FnApiRunner", two) == ["--runner=FnApiRunner", *two]
     assert local_runner_args("FlinkRunner", ("--parallelism=2",)) == [
         "--runner=FlinkRunner",
         "--parallelism=2",
