@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import threading
 import time
@@ -26,12 +27,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 from bench.batch import DAY
 from whylake.jobs.batch_job import run_batch
 from whylake.jobs.demo_data import tenant_table
 from whylake.jobs.demo_models import DEMO_TENANTS, register_demo_models
 from whylake.lake.catalog import CatalogConfig
+from whylake.pipelines.batch import local_runner_args
 from whylake.pipelines.configs import BatchJobConfig, StoreConfig
 from whylake.registry.store import ModelRegistry
 from whylake.schemas.secrets import Secret
@@ -193,6 +196,11 @@ def main(argv: list[str] | None = None) -> None:
             # batching, RunInference, routing, and everything else the threads did.
             "outside_model_bank": round(max(active * workers - bank, 0.0), 3),
         },
+        # The whole process (model registration, the pipeline, the lake): the stage's memory
+        # must stay bounded by a batch, not grow with the run (it once reached 6-20 GB here).
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "runner_args": local_runner_args("FnApiRunner", ()),
+        "data_buffer_time_limit_ms": worker_handlers.DATA_BUFFER_TIME_LIMIT_MS,
         "calls": dict(timers.calls),
         "workers_seen": workers,
         "machine": {
@@ -210,7 +218,13 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps(
             {
                 k: result[k]
-                for k in ("explained", "explain_stage", "kernels", "stage_to_kernel_ratio")
+                for k in (
+                    "explained",
+                    "explain_stage",
+                    "kernels",
+                    "stage_to_kernel_ratio",
+                    "peak_rss_mb",
+                )
             },
             indent=2,
         )

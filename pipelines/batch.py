@@ -68,20 +68,61 @@ def pipeline_options(config: BatchJobConfig) -> PipelineOptions:
     """Runner options: the local FnApiRunner by default, which never tries a network download.
 
     Beam 2.77's DirectRunner first tries to download Prism from GitHub; naming the runner
-    explicitly avoids that attempt (shared/NOTES.md). The local runner gets one worker unless
-    --direct_num_workers says otherwise. With two multi-threaded workers (the earlier default,
-    ~15% faster on 2 cores) Beam 2.77's FnApiRunner lost elements at a GroupByKey: in 3 of 6
-    runs of the fuzz suite's input, 6 to 16 dead letters that a stage had produced and counted
-    never reached the commit, and in 4 of 13 runs of read -> validate -> GroupByKey alone;
-    with one worker, in none of 7. The run manifest now fails a run whose commits do not add
-    up (jobs/batch_job.py), whatever the runner.
+    explicitly avoids that attempt (shared/NOTES.md). See :func:`local_pipeline_options`.
     """
-    args = [f"--runner={config.runner}", *config.runner_args]
-    if config.runner == "FnApiRunner" and not any(
-        a.startswith("--direct_num_workers") for a in config.runner_args
+    return local_pipeline_options(config.runner, config.runner_args)
+
+
+def local_pipeline_options(runner: str, runner_args: tuple[str, ...]) -> PipelineOptions:
+    """The run's options; on the local FnApiRunner, workers whose data arrives whole.
+
+    The local runner gets one worker unless --direct_num_workers says otherwise (then pass
+    --direct_running_mode=multi_threading too). Parallel workers talk to the runner over
+    Beam's gRPC data plane, whose output streams Beam 2.77 also flushes from a timer thread
+    every second (``DATA_BUFFER_TIME_LIMIT_MS``, for streaming latency) - in the middle of
+    an element whenever encoding it spans the tick. The runner decodes each message on its
+    own at a GroupByKey, so such an element is lost or read from its middle: two workers
+    lost 6-16 dead letters at a GroupByKey in 3 of 6 fuzz-suite runs (and in 4 of 13 runs of
+    read -> validate -> GroupByKey alone), and on 60,000 records (30,465 explained) the batch
+    job read a bogus window count at AppendToIceberg's GroupByPartition and allocated 6-20 GB
+    within seconds. With the timer off, streams flush only between elements (at 10 MB and at
+    the end of a bundle), all a batch run needs: that run then commits every row at a 2.9 GB
+    peak on two workers (tests/integration/test_local_runner.py shows the split). One worker
+    stays the default: on 2 shared cores two were not reliably faster (explain-stage input:
+    61.8 s on two, 52.2 s on one, at load 3.3 and 2.5). The run manifest still fails a run
+    whose commits do not add up (jobs/batch_job.py), whatever the runner.
+    """
+    if runner == "FnApiRunner":
+        _without_data_plane_flush_timer()
+    return PipelineOptions(local_runner_args(runner, runner_args), save_main_session=False)
+
+
+def _without_data_plane_flush_timer() -> None:
+    """Turn off the local runner's timed flush of data-plane streams (see above).
+
+    Read by Beam when a run starts its workers (EmbeddedGrpcWorkerHandler and the runner's
+    BeamFnDataServicer); 0 makes both sides size-based. A Beam without the constant fails
+    here, loudly, rather than running with a timer that splits elements.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    if not hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS"):
+        raise RuntimeError(
+            "apache_beam.runners.portability.fn_api_runner.worker_handlers has no "
+            "DATA_BUFFER_TIME_LIMIT_MS: check that this Beam's local runner cannot split an "
+            "element between data-plane messages before running on it"
+        )
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+
+
+def local_runner_args(runner: str, runner_args: tuple[str, ...]) -> list[str]:
+    """The Beam arguments of a run: the local FnApiRunner gets one worker unless told."""
+    args = [f"--runner={runner}", *runner_args]
+    if runner == "FnApiRunner" and not any(
+        a.startswith("--direct_num_workers") for a in runner_args
     ):
         args.append("--direct_num_workers=1")
-    return PipelineOptions(args, save_main_session=False)
+    return args
 
 
 @dataclass(frozen=True)
