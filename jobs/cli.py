@@ -397,6 +397,19 @@ TemplateVersion = Annotated[
 ]
 
 
+def _reconstructed(
+    catalog: Any, tenant: str, request_id: str, as_of: str | None, snapshot_id: int | None = None
+) -> Any:
+    """The record as it stood at `as_of` (or `snapshot_id`), with its latest human review."""
+    from whylake.lake.reconstruct import reconstruct as rebuild
+    from whylake.lake.reviews import with_reviews
+
+    when = _parse_time(as_of) if as_of else None
+    return with_reviews(
+        catalog, rebuild(catalog, tenant, request_id, as_of=when, snapshot_id=snapshot_id)
+    )
+
+
 @app.command()
 def reconstruct(
     tenant: Annotated[str, typer.Option(help="The tenant that owns the request")],
@@ -414,21 +427,9 @@ def reconstruct(
 ) -> None:
     """Print an explanation record as it stood at a past time or snapshot (JSON, or a tier)."""
     from whylake.jobs.options import explanation_policies
-    from whylake.lake.reconstruct import reconstruct as rebuild
     from whylake.lake.reconstruct import to_json
-    from whylake.lake.reviews import with_reviews
 
-    catalog = _catalog(home)
-    rec = with_reviews(
-        catalog,
-        rebuild(
-            catalog,
-            tenant,
-            request_id,
-            as_of=_parse_time(as_of) if as_of else None,
-            snapshot_id=snapshot_id,
-        ),
-    )
+    rec = _reconstructed(_catalog(home), tenant, request_id, as_of, snapshot_id)
     policies = explanation_policies(explanation_policy)
     if tier is None:
         typer.echo(to_json(rec))
@@ -469,15 +470,9 @@ def letter(
 ) -> None:
     """Write the one-page explanation letter for the affected person (HTML or PDF)."""
     from whylake.jobs import options
-    from whylake.lake.reconstruct import reconstruct as rebuild
-    from whylake.lake.reviews import with_reviews
     from whylake.views.letter import LetterConfig, write_letter
 
-    catalog = _catalog(home)
-    rec = with_reviews(
-        catalog,
-        rebuild(catalog, tenant, request_id, as_of=_parse_time(as_of) if as_of else None),
-    )
+    rec = _reconstructed(_catalog(home), tenant, request_id, as_of)
     path = write_letter(
         rec,
         out,
