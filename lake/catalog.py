@@ -244,7 +244,6 @@ def ensure_tables(catalog: Catalog, retention: RetentionConfig | None = None) ->
     tables = {}
     for name, (schema, spec) in _TABLES.items():
         if not catalog.table_exists(name):
-            attempt_started = time.time()
             try:
                 catalog.create_table(
                     name,
@@ -260,33 +259,12 @@ def ensure_tables(catalog: Catalog, retention: RetentionConfig | None = None) ->
                 # or a duplicate-key error from the catalog's database)?
                 if not isinstance(exc, TableAlreadyExistsError) and not catalog.table_exists(name):
                     raise
-                _remove_lost_create_metadata(catalog.load_table(name), attempt_started)
+                # The metadata file this lost create_table wrote first stays behind: deleting
+                # "unreferenced" first versions raced with the winner here once (a process then
+                # read a 00000 file that was gone), and an orphan is harmless to every reader
+                # that goes through the catalog, while a deleted current file is not.
         tables[name] = _settle(catalog, name, schema, retention)
     return tables
-
-
-def _remove_lost_create_metadata(winner: Table, since: float) -> None:
-    """Delete the metadata file a lost `create_table` race left behind (local warehouses).
-
-    pyiceberg writes `00000-<uuid>.metadata.json` before the catalog refuses the duplicate, so
-    each process that lost the race leaves one, which a reader without a catalog could take
-    for the table. Removed: first-version files written since this attempt began that the
-    winning table does not reference (its current file and its metadata log). Object stores
-    are left alone: listing them needs the catalog's own file system credentials.
-    """
-    folder = winner.metadata_location.rsplit("/", 1)[0]
-    if not folder.startswith("file://") and "://" in folder:
-        return
-    referenced = {
-        winner.metadata_location,
-        *(e.metadata_file for e in winner.metadata.metadata_log),
-    }
-    for path in Path(folder.removeprefix("file://")).glob("00000-*.metadata.json"):
-        uri = f"file://{path}" if folder.startswith("file://") else str(path)
-        # 1 s of slack: file times can be coarser than the clock.
-        if uri not in referenced and path.stat().st_mtime >= since - 1.0:
-            log.info("removing %s, left by a lost race to create %s", uri, winner.name())
-            path.unlink(missing_ok=True)
 
 
 def _settle(
