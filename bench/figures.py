@@ -72,6 +72,9 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("clean clone: tests passed", "clean_clone.json", ("tests", "passed"), _num(",d")),
     Figure(
+        "clean clone: tests failed", "clean_clone.json", ("tests", "failed"), _num(",d"), "none"
+    ),
+    Figure(
         "clean clone: `make demo` after set-up",
         "clean_clone.json",
         ("steps", "demo", "seconds"),
