@@ -91,9 +91,7 @@ def read_metrics(
     until: date | None = None,
 ) -> list[dict[str, Any]]:
     """The tenant's metrics rows (every run's), days in [since, until]."""
-    table = catalog.load_table(METRICS)
-    rows = table.scan(row_filter=_tenant_filter(tenant, "day", since, until, model)).to_arrow()
-    return _checked(rows, tenant, METRICS).to_pylist()
+    return _scan_days(catalog, METRICS, tenant, model, since, until)
 
 
 def read_alerts(
@@ -105,10 +103,25 @@ def read_alerts(
     until: date | None = None,
 ) -> list[dict[str, Any]]:
     """The tenant's alerts, days in [since, until], oldest first."""
-    table = catalog.load_table(ALERTS)
-    rows = table.scan(row_filter=_tenant_filter(tenant, "day", since, until, model)).to_arrow()
-    out = _checked(rows, tenant, ALERTS).to_pylist()
+    out = _scan_days(catalog, ALERTS, tenant, model, since, until)
     return sorted(out, key=lambda r: (r["day"], r["kind"], r["slo"] or "", r["alert_id"]))
+
+
+def _scan_days(
+    catalog: Catalog,
+    name: str,
+    tenant: str,
+    model: str | None,
+    since: date | None,
+    until: date | None,
+) -> list[dict[str, Any]]:
+    """One tenant's rows of a table partitioned by `day`, checked to be that tenant's."""
+    rows = (
+        catalog.load_table(name)
+        .scan(row_filter=_tenant_filter(tenant, "day", since, until, model))
+        .to_arrow()
+    )
+    return _checked(rows, tenant, name).to_pylist()
 
 
 def read_explained(
