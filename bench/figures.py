@@ -131,19 +131,19 @@ FIGURES: tuple[Figure, ...] = (
         "<= 6 GB (issue 11)",
     ),
     Figure(
-        "storage: commit 1,000 rows into an empty partition (p50)",
+        "storage: commit 1,000 rows (one minute of event time) into an empty partition (p50)",
         "storage.json",
         ("commit", 0, "p50_s"),
         _num(".2f", " s"),
     ),
     Figure(
-        "storage: commit 1,000 rows into a 1M-row partition (p50)",
+        "storage: the same into a 1M-row partition (p50)",
         "storage.json",
         ("commit", 1, "p50_s"),
         _num(".2f", " s"),
     ),
     Figure(
-        "storage: commit 1,000 rows into a 10M-row partition (p50)",
+        "storage: the same into a 10M-row partition (p50)",
         "storage.json",
         ("commit", 2, "p50_s"),
         _num(".2f", " s"),
@@ -154,6 +154,25 @@ FIGURES: tuple[Figure, ...] = (
         ("commit_ratio_largest_to_empty",),
         _num(",.1f", "x"),
         "<= 2x (issue 11)",
+    ),
+    Figure(
+        "storage: commit 1,000 rows spread over the whole day into a 10M-row partition (p50)",
+        "storage.json",
+        ("commit_day_spanning", 2, "p50_s"),
+        _num(".2f", " s"),
+    ),
+    Figure(
+        "storage: the same, into 10M rows / into an empty partition",
+        "storage.json",
+        ("commit_day_spanning_ratio_largest_to_empty",),
+        _num(",.1f", "x"),
+        "worst case: reads the day's keys",
+    ),
+    Figure(
+        "storage: replay of a committed 1,000-row batch, 10M-row partition (p50)",
+        "storage.json",
+        ("commit_replay", 2, "p50_s"),
+        _num(".3f", " s"),
     ),
     Figure(
         "storage: commit into 10M rows, peak RSS",

@@ -1,29 +1,45 @@
-"""Append rows to an Iceberg table exactly once: key check and commit are one optimistic step.
+"""Append rows to an Iceberg table exactly once, at a cost that does not grow with the table.
 
 The protocol, per attempt of `append_once`:
 
 1. load the table: its main branch is at snapshot S;
-2. read the keys present in the rows' partitions *at S* and keep the rows whose key is absent;
-3. fast-append those rows with pyiceberg's own commit retry switched off: the catalog accepts a
-   snapshot only while main is still at S (every snapshot producer sends that requirement), so
-   the rows were checked against exactly the state they are appended to;
-4. on a conflict (another writer moved main) or a commit whose outcome is unknown, wait with
-   full jitter and go back to 1: the next key check sees what the other writer, or this one,
+2. from metadata alone: if a snapshot in S's history already carries this batch's key digest
+   (sha256 of its sorted distinct keys, in the snapshot summary), every key of the batch is in
+   the table: nothing to do. A retried commit, a rerun over the same input and a concurrent
+   writer of the same batch all stop here, without reading a data file (the batch ids of
+   Iceberg's Flink and Kafka Connect sinks, made exact by naming the key set itself);
+3. otherwise a bounded key check: read the keys present *at S* among the rows of the batch's
+   partitions *whose event time lies in the batch's event-time range* and keep the rows whose
+   key is absent. Exact because a row's key is derived from its event time (`explanation_id`
+   hashes it; `time_field` is only given for such keys): a row with the same key has the same
+   event time, so it lies in the range. Bounded because Iceberg's file statistics and
+   Parquet's row-group statistics skip every file and row group whose event times lie outside
+   the range; rows are appended sorted by event time (and tables keep row groups small,
+   lake/catalog.py), so a batch spanning minutes reads the row groups of those minutes, not
+   the partition. A batch spanning a whole day still reads the day (reported in
+   bench/results/storage.json);
+4. fast-append those rows, the digest in the summary, with pyiceberg's own commit retry
+   switched off: the catalog accepts a snapshot only while main is still at S (every snapshot
+   producer sends that requirement), so the rows were checked against exactly the state they
+   are appended to;
+5. on a conflict (another writer moved main) or a commit whose outcome is unknown, wait with
+   full jitter and go back to 1: the next attempt sees what the other writer, or this one,
    committed in the meantime.
 
 pyiceberg's own retry must stay off: it refreshes the table and re-applies the same append on
-the new head without step 2, so two writers of the same keys both commit them (with its
+the new head without steps 2-3, so two writers of the same keys both commit them (with its
 `commit.retry.num-retries` at 10, eight writers of overlapping keys committed 27 of 160 keys
 twice; shared/NOTES.md). `lake.catalog` sets the property to 0 on every whylake table, and this
 module switches the retry off per commit as well, so the guarantee does not hang on a table
 property that anyone with catalog access can change.
 
-Issue 11 replaces step 2 (its cost grows with the partition) by a bounded check; the rest of the
-protocol, and the tests in tests/unit/lake/test_concurrent_writers.py, stay.
+Snapshot expiry removes old summaries from step 2's view: a replay of a batch older than the
+retention horizon falls through to step 3, which is exact on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -34,7 +50,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
-from pyiceberg.expressions import BooleanExpression
+from pyiceberg.expressions import (
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    LessThanOrEqual,
+)
 from pyiceberg.table import Table, TableProperties
 
 from whylake.schemas.errors import (
@@ -48,6 +69,7 @@ log = logging.getLogger(__name__)
 
 RUN_ID_PROPERTY = "whylake.run-id"
 BATCH_ID_PROPERTY = "whylake.batch-id"
+BATCH_KEYS_PROPERTY = "whylake.batch-keys-sha256"
 
 # Errors after which a commit did not land, or may have landed: both are safe to retry here,
 # because the next attempt re-reads the keys before it appends anything.
@@ -106,12 +128,16 @@ def append_once(
     scope: BooleanExpression,
     run_id: str,
     batch_id: str,
+    time_field: str | None = None,
     config: CommitConfig = CommitConfig(),
 ) -> CommitResult:
     """Append the rows whose `key` is not yet in the table, in one snapshot tagged with the batch.
 
     `scope` is a filter covering every row of `rows` (e.g. their tenant and days) so the
-    existing keys are read from those partitions only. Each attempt re-reads the table, so a
+    existing keys are read from those partitions only. `time_field` names a timestamp column
+    from which `key` is derived (rows with one key have one value there): the key check then
+    reads only the rows in the batch's range of it, and rows are appended sorted by it. Each
+    attempt re-reads the table, so a
     writer that loses a race to another writer of the same keys commits nothing twice, and a
     writer whose rows were not committed by anyone keeps trying until they are; the snapshot
     summary carries run and batch ids for the audit trail.
@@ -122,18 +148,25 @@ def append_once(
         CommitProtocolError: a commit landed on another snapshot than its keys were read at.
     """
     deadline = time.monotonic() + config.max_total_s
+    digest = key_digest(rows[key])
+    checked = check_scope(rows, scope, time_field)
+    properties = {RUN_ID_PROPERTY: run_id, BATCH_ID_PROPERTY: batch_id, BATCH_KEYS_PROPERTY: digest}
     for attempt in range(1, config.max_attempts + 1):
         table = _without_client_retry(catalog.load_table(table_name))
         head = table.current_snapshot()
         read_at = head.snapshot_id if head is not None else None
-        fresh = new_rows(table, rows, key=key, scope=scope)
+        if landed(table, digest):
+            return CommitResult(table_name, batch_id, None, 0, rows.num_rows, attempt)
+        fresh = new_rows(table, rows, key=key, scope=checked)
         skipped = rows.num_rows - fresh.num_rows
         if fresh.num_rows == 0:
             return CommitResult(table_name, batch_id, None, 0, skipped, attempt)
+        if time_field is not None:
+            fresh = fresh.sort_by([(time_field, "ascending"), (key, "ascending")])
         try:
             table.append(
                 to_table_schema(fresh, table.schema().as_arrow(), table_name),
-                snapshot_properties={RUN_ID_PROPERTY: run_id, BATCH_ID_PROPERTY: batch_id},
+                snapshot_properties=properties,
             )
         except RETRYABLE as exc:
             wait = config.wait_s(attempt, _JITTER)
@@ -169,11 +202,54 @@ def append_once(
     )
 
 
+def key_digest(keys: pa.ChunkedArray | pa.Array) -> str:
+    """sha256 of a batch's distinct keys in sorted order: the same key set, the same digest."""
+    distinct = pc.unique(keys)
+    ordered = pc.take(distinct, pc.sort_indices(distinct))
+    return hashlib.sha256("".join(f"{k}\n" for k in ordered.to_pylist()).encode()).hexdigest()
+
+
+def landed(table: Table, digest: str) -> bool:
+    """Whether a snapshot of main's history (as far as it is kept) committed this key set.
+
+    Metadata only: the snapshots are in the table metadata already loaded. The walk follows
+    parent ids through a dict, since pyiceberg's `snapshot_by_id` searches the list each time
+    (quadratic over a day of streaming commits).
+    """
+    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        if summary.get(BATCH_KEYS_PROPERTY) == digest:
+            return True
+        parent = snapshot.parent_snapshot_id
+        snapshot = by_id.get(parent) if parent is not None else None
+    return False
+
+
+def check_scope(
+    rows: pa.Table, scope: BooleanExpression, time_field: str | None
+) -> BooleanExpression:
+    """`scope` narrowed to the rows' range of `time_field` (inclusive), when one is given."""
+    if time_field is None or rows.num_rows == 0:
+        return scope
+    low, high = pc.min_max(rows[time_field]).values()
+    if not low.is_valid or not high.is_valid:
+        raise ConfigError(f"{time_field} must be set on every row when it bounds the key check")
+    return And(
+        scope,
+        And(
+            GreaterThanOrEqual(time_field, low.as_py().isoformat()),
+            LessThanOrEqual(time_field, high.as_py().isoformat()),
+        ),
+    )
+
+
 def new_rows(table: Table, rows: pa.Table, *, key: str, scope: BooleanExpression) -> pa.Table:
     """The rows whose key is absent from `scope` at the table's current snapshot, once each.
 
-    The seam the bounded check of issue 11 replaces: whatever it reads must be read at the
-    snapshot `table` holds, the one the append is conditional on.
+    Whatever it reads must be read at the snapshot `table` holds, the one the append is
+    conditional on.
     """
     existing = table.scan(row_filter=scope, selected_fields=(key,)).to_arrow()[key]
     fresh = rows.filter(pc.invert(pc.is_in(rows[key], value_set=existing.combine_chunks())))

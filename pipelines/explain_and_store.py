@@ -73,6 +73,7 @@ class ExplainAndStore(beam.PTransform[dict[str, PCollection[Any]], dict[str, PCo
                 schema=EXPLANATION_ARROW_SCHEMA,
                 run_id=config.run_id,
                 day_field="event_ts",
+                time_field="event_ts",  # explanation ids hash it (schemas/ids.py)
                 catalog=config.catalog,
                 emit_rows=config.opensearch is not None,
                 emit_committed=True,

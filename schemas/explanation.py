@@ -25,7 +25,9 @@ from pyiceberg.types import (
 # agreement, review route, the plan). Rows of versions 1 and 2 read them as null.
 # 4: IG you can recompute (columns 150-151: the per-row convergence figure and the steps
 # behind it). Rows of versions 1-3 read them as null; replica indices get the fields.
-EXPLANATION_SCHEMA_VERSION = 4
+# 5: no new column; the explanation id hashes the event time too (schemas/ids.py), which the
+# commit protocol's time-bounded key check relies on. Ids of versions 1-4 do not.
+EXPLANATION_SCHEMA_VERSION = 5
 
 ATTRIBUTION_TYPE = StructType(
     NestedField(41, "feature", StringType(), required=True),

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -73,8 +74,25 @@ def input_digest(feature_names: Sequence[str], x: np.ndarray) -> str:
 
 
 def explanation_id(
-    tenant_id: str, request_id: str, model_sha: str, config_hash: str, input_hash: str
+    tenant_id: str,
+    request_id: str,
+    event_ts: datetime,
+    model_sha: str,
+    config_hash: str,
+    input_hash: str,
 ) -> str:
-    """Same input + same model + same explainer config = same id, so replays are idempotent."""
-    key = "\x1f".join((tenant_id, request_id, model_sha, config_hash, input_hash))
+    """Same record + same model + same explainer config = same id, so replays are idempotent.
+
+    The event time (to the microsecond, as stored) is part of the id, so rows that share an id
+    share their partition and their event time: the commit protocol's key check reads only the
+    files whose event times overlap a batch's (lake/commit.py), and a request logged twice at
+    two times is two records, each explained and reconstructable on its own.
+    """
+    if event_ts.tzinfo is None:
+        raise ValueError("event_ts must be timezone-aware (whylake stores UTC)")
+    micros = (event_ts - _EPOCH) // timedelta(microseconds=1)
+    key = "\x1f".join((tenant_id, request_id, str(micros), model_sha, config_hash, input_hash))
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

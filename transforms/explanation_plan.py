@@ -297,6 +297,7 @@ def _fold_constraints(record: Row, constraints: CounterfactualConstraints) -> No
     record["explanation_id"] = explanation_id(
         record["tenant_id"],
         record["request_id"],
+        record["event_ts"],
         record["model_sha256"],
         config_hash,
         record["input_hash"],

@@ -174,7 +174,12 @@ def assemble_records(
         records.append(
             {
                 "explanation_id": explanation_id(
-                    row["tenant_id"], row["request_id"], card.artifact_sha256, config_hash, digest
+                    row["tenant_id"],
+                    row["request_id"],
+                    row["event_ts"],
+                    card.artifact_sha256,
+                    config_hash,
+                    digest,
                 ),
                 "tenant_id": row["tenant_id"],
                 "request_id": row["request_id"],

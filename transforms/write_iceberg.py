@@ -22,7 +22,7 @@ from pyiceberg.expressions import (
 )
 
 from whylake.lake.catalog import CatalogConfig, open_catalog
-from whylake.lake.commit import CommitConfig, CommitResult, append_once
+from whylake.lake.commit import CommitConfig, CommitResult, append_once, check_scope
 from whylake.lake.failpoints import POINTS as FAILPOINTS
 from whylake.lake.failpoints import Failpoints
 from whylake.schemas.arrow import strict_table
@@ -43,6 +43,8 @@ class AppendConfig:
     run_id: str
     tenant_field: str = "tenant_id"
     day_field: str | None = None  # group (and dedupe) per tenant and day of this timestamp
+    # A timestamp the key is derived from (lake.commit.append_once): bounds the key check.
+    time_field: str | None = None
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     commit: CommitConfig = field(default_factory=CommitConfig)
     emit_rows: bool = False  # also output each group's rows once its commit is durable
@@ -54,6 +56,8 @@ class AppendConfig:
     def __post_init__(self) -> None:
         if self.key not in self.schema.names:
             raise ConfigError(f"key {self.key!r} is not a column of the {self.table} schema")
+        if self.time_field is not None and self.time_field not in self.schema.names:
+            raise ConfigError(f"{self.time_field!r} is not a column of the {self.table} schema")
 
 
 class AppendToIceberg(beam.PTransform[PCollection[Any], pvalue.DoOutputsTuple]):
@@ -142,6 +146,7 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
             scope=_scope(group, self.config),
             run_id=self.config.run_id,
             batch_id=f"{group}:{digest.hexdigest()[:16]}",
+            time_field=self.config.time_field,
             config=self.config.commit,
         )
         if self.after_commit is not None:
@@ -153,13 +158,13 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
             for row in rows:
                 yield TaggedOutput(ROWS, row)
         if self.config.emit_committed:
-            times = _commit_times(self.catalog, self.config, result, group, rows)
+            times = _commit_times(self.catalog, self.config, result, group, table)
             for row in rows:
                 yield TaggedOutput(COMMITTED, (times.get(row[self.config.key]), row))
 
 
 def _commit_times(
-    catalog: Any, config: AppendConfig, result: CommitResult, group: str, rows: list[Row]
+    catalog: Any, config: AppendConfig, result: CommitResult, group: str, rows: pa.Table
 ) -> dict[str, int]:
     """Commit time (ms) of each row this append added; rows already present get none.
 
@@ -170,11 +175,11 @@ def _commit_times(
         return {}
     table = catalog.load_table(config.table)
     snapshot = table.snapshot_by_id(result.snapshot_id)
-    keys = [r[config.key] for r in rows]
+    keys = rows[config.key].to_pylist()
     if result.rows_already_present == 0 or snapshot.parent_snapshot_id is None:
         return dict.fromkeys(keys, snapshot.timestamp_ms)
     before = table.scan(
-        row_filter=_scope(group, config),
+        row_filter=check_scope(rows, _scope(group, config), config.time_field),
         snapshot_id=snapshot.parent_snapshot_id,
         selected_fields=(config.key,),
     ).to_arrow()[config.key]

@@ -28,6 +28,7 @@ from whylake.lake.commit import append_once
 from whylake.schemas.arrow import strict_table
 from whylake.schemas.dead_letter import DEAD_LETTER_ARROW_SCHEMA, dead_letter
 from whylake.schemas.explanation import EXPLANATION_ARROW_SCHEMA, EXPLANATION_SCHEMA_VERSION
+from whylake.schemas.ids import explanation_id as make_explanation_id
 from whylake.schemas.run_manifest import RUN_ARROW_SCHEMA
 
 EVENT_DAY = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
@@ -66,9 +67,11 @@ def explanation_row(
     prediction = _BASE_VALUE + sum(a["value"] for a in attributions)
     config = json.dumps({"method": explainer_method, "steps": 50}, sort_keys=True)
     sha = hashlib.sha256(f"model-{model_version}".encode()).hexdigest()
-    explanation_id = hashlib.sha256(
-        f"{tenant_id}\x1f{request_id}\x1f{sha}\x1f{config}".encode()
-    ).hexdigest()
+    # The production id (event time included): the commit protocol's time-bounded key check
+    # relies on rows with one id having one event time.
+    explanation_id = make_explanation_id(
+        tenant_id, request_id, event_ts, sha, hashlib.sha256(config.encode()).hexdigest(), "-"
+    )
     row: dict[str, Any] = {
         "explanation_id": explanation_id,
         "tenant_id": tenant_id,

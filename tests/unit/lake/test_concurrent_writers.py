@@ -15,11 +15,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from pyiceberg.expressions import EqualTo
 
-from tests.unit.lake.conftest import explanation_row, explanation_table
+from tests.unit.lake.conftest import EVENT_DAY, explanation_row, explanation_table
 from whylake.lake.catalog import EXPLANATIONS, CatalogConfig, ensure_tables, open_catalog
 from whylake.lake.commit import CommitConfig, append_once
 
@@ -53,17 +55,28 @@ def plan(writer: int) -> list[tuple[str, list[str]]]:
     return batches
 
 
+def row(tenant: str, key: str) -> dict[str, object]:
+    """The row of a pool key, at an event time of its own (13 minutes apart along the pool),
+    so batches of neighbouring keys span overlapping ranges of event time."""
+    return explanation_row(tenant, key, event_ts=EVENT_DAY + timedelta(minutes=13 * int(key[-2:])))
+
+
 def expected_ids() -> set[str]:
     return {
-        explanation_row(tenant, key)["explanation_id"]
+        row(tenant, key)["explanation_id"]
         for w in range(WRITERS)
         for tenant, keys in plan(w)
         for key in keys
     }
 
 
-def write(home: str, writer: int, start: threading.Barrier) -> WriterReport:
-    """Commit this writer's batches once all writers are ready (its own catalog connection)."""
+def write(
+    home: str, writer: int, start: threading.Barrier, time_field: str | None = "event_ts"
+) -> WriterReport:
+    """Commit this writer's batches once all writers are ready (its own catalog connection).
+
+    With `time_field` (the jobs' setting) the key check is bounded to the batch's event times;
+    without it, it reads the tenant's partitions whole (the other tables' setting)."""
     catalog = open_catalog(CatalogConfig.embedded(home))
     committed = present = attempts = worst = 0
     start.wait()
@@ -72,11 +85,12 @@ def write(home: str, writer: int, start: threading.Barrier) -> WriterReport:
             result = append_once(
                 catalog,
                 EXPLANATIONS,
-                explanation_table(explanation_row(tenant, k) for k in keys),
+                explanation_table(row(tenant, k) for k in keys),
                 key="explanation_id",
                 scope=EqualTo("tenant_id", tenant),
                 run_id=f"writer-{writer}",
                 batch_id=f"writer-{writer}-{i}",
+                time_field=time_field,
                 config=CommitConfig(max_attempts=60),
             )
             committed += result.rows_committed
@@ -90,6 +104,7 @@ def write(home: str, writer: int, start: threading.Barrier) -> WriterReport:
 
 
 def _write_in_process(home: str, writer: int, start: threading.Barrier, out: object) -> None:
+    # The production setting, in processes: the bounded key check.
     out.put(write(home, writer, start))  # type: ignore[attr-defined]
 
 
@@ -131,12 +146,17 @@ def test_the_plan_overlaps_keys_across_writers() -> None:
     assert sum(len(ws) > 1 for ws in owners.values()) > 0.9 * len(owners)
 
 
-def test_writer_threads_of_the_same_keys_commit_each_key_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("time_field", ["event_ts", None])
+def test_writer_threads_of_the_same_keys_commit_each_key_exactly_once(
+    tmp_path: Path, time_field: str | None
+) -> None:
     ensure_tables(open_catalog(CatalogConfig.embedded(tmp_path)))
     start = threading.Barrier(WRITERS)
     reports: list[WriterReport] = []
     threads = [
-        threading.Thread(target=lambda w=w: reports.append(write(str(tmp_path), w, start)))
+        threading.Thread(
+            target=lambda w=w: reports.append(write(str(tmp_path), w, start, time_field))
+        )
         for w in range(WRITERS)
     ]
     for t in threads:

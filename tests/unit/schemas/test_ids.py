@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from whylake.schemas.errors import InvalidIdError
@@ -10,6 +12,7 @@ from whylake.schemas.ids import (
     check_model_version,
     check_request_id,
     check_tenant,
+    explanation_id,
 )
 
 
@@ -42,3 +45,18 @@ def test_request_ids_are_printable_and_bounded() -> None:
             check_request_id(bad)
     with pytest.raises(InvalidIdError, match=r"\.\.\.'"):  # a huge id is shortened in the message
         check_request_id("x" * 5000)
+
+
+def test_the_explanation_id_names_the_record_at_its_event_time() -> None:
+    at = datetime(2026, 11, 21, 9, 30, 0, 123456, tzinfo=UTC)
+    parts = ("acme", "r-1", at, "sha", "cfg", "input")
+    same = explanation_id(*parts)
+    # The same instant written in another zone is the same record: the id is of the instant.
+    paris = at.astimezone(timezone(timedelta(hours=1)))
+    assert explanation_id("acme", "r-1", paris, "sha", "cfg", "input") == same
+    # One microsecond later is another log record of the request, so another explanation.
+    later = explanation_id("acme", "r-1", at + timedelta(microseconds=1), "sha", "cfg", "input")
+    assert later != same
+    assert explanation_id("globex", "r-1", at, "sha", "cfg", "input") != same
+    with pytest.raises(ValueError, match="timezone-aware"):
+        explanation_id("acme", "r-1", at.replace(tzinfo=None), "sha", "cfg", "input")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -100,12 +101,16 @@ def test_review_routes(kwargs: dict[str, Any], route: str, reasons: list[str]) -
     assert review_route(POLICY, **args) == (route, reasons)
 
 
+EVENT_TS = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+
+
 def _record(i: int, ig: np.ndarray, shap: np.ndarray | None, cfs: list | None) -> dict[str, Any]:
     names = [f"f{j}" for j in range(ig.shape[0])]
     return {
         "explanation_id": f"id-{i}",
         "tenant_id": "acme",
         "request_id": f"r-{i}",
+        "event_ts": EVENT_TS,
         "model_sha256": "sha",
         "input_hash": f"ours-{i}",
         "explainer_config": json.dumps({"whylake": {}}),
@@ -163,7 +168,7 @@ def test_counterfactual_constraints_drop_long_changes_and_enter_the_id() -> None
     assert "counterfactual_constraints" in json.loads(out["explainer_config"])
     assert out["explainer_config_hash"] != "cfg"
     assert out["explanation_id"] == explanation_id(
-        "acme", "r-0", "sha", out["explainer_config_hash"], "ours-0"
+        "acme", "r-0", EVENT_TS, "sha", out["explainer_config_hash"], "ours-0"
     )
     only_long = annotate_records(
         [_record(0, ig[0], None, [long_cf])], rows, plan, POLICY, SAMPLING
