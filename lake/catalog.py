@@ -54,12 +54,12 @@ COMMITS = f"{NAMESPACE}.commits"
 COMMIT_PROPERTIES = {
     "commit.retry.num-retries": "0",
 }
-# Row groups of at most 128Ki rows (pyiceberg's default is 1Mi): with rows appended in event-time
+# Row groups of at most 32Ki rows (pyiceberg's default is 1Mi): with rows appended in event-time
 # order, Parquet's row-group statistics let the commit protocol's bounded key check
 # (lake/commit.py) skip all but the row groups of a batch's minutes; DuckDB still scans row
 # groups of this size at full speed. Set once where missing, never overridden.
 LAYOUT_PROPERTIES = {
-    "write.parquet.row-group-limit": "131072",
+    "write.parquet.row-group-limit": "32768",
 }
 TABLE_PROPERTIES = {
     "format-version": "2",

@@ -251,8 +251,17 @@ def new_rows(table: Table, rows: pa.Table, *, key: str, scope: BooleanExpression
     Whatever it reads must be read at the snapshot `table` holds, the one the append is
     conditional on.
     """
-    existing = table.scan(row_filter=scope, selected_fields=(key,)).to_arrow()[key]
-    fresh = rows.filter(pc.invert(pc.is_in(rows[key], value_set=existing.combine_chunks())))
+    key_type = rows.schema.field(key).type
+    wanted = pc.unique(rows[key])
+    present = []
+    # Streamed, keeping only the batch's own keys: memory follows the batch, not the rows read
+    # (a day-spanning check of a 10M-row partition peaked at 3.6 GB reading them whole).
+    reader = table.scan(row_filter=scope, selected_fields=(key,)).to_arrow_batch_reader()
+    for batch in reader:
+        keys = batch.column(0).cast(key_type)
+        present.append(keys.filter(pc.is_in(keys, value_set=wanted)))
+    seen = pa.chunked_array(present, type=key_type).combine_chunks()
+    fresh = rows.filter(pc.invert(pc.is_in(rows[key], value_set=seen)))
     # A batch may repeat a key (a producer logged a request twice): keep the first.
     return _first_per_key(fresh, key)
 
