@@ -181,6 +181,37 @@ FIGURES: tuple[Figure, ...] = (
         _num(",.0f", " MiB"),
     ),
     Figure(
+        "commits: 8 writers of overlapping keys, keys committed twice",
+        "commits.json",
+        ("contention", 2, "duplicated_keys"),
+        _num(",d"),
+        "0",
+    ),
+    Figure(
+        "commits: 8 writers of overlapping keys, attempts per commit (mean)",
+        "commits.json",
+        ("contention", 2, "attempts_per_commit_mean"),
+        _num(".2f"),
+    ),
+    Figure(
+        "commits: small append into a table with 0 snapshots (p50)",
+        "commits.json",
+        ("history", "by_snapshots", 0, "commit_p50_ms"),
+        _num(",.0f", " ms"),
+    ),
+    Figure(
+        "commits: the same with 600 snapshots kept (p50)",
+        "commits.json",
+        ("history", "by_snapshots", -1, "commit_p50_ms"),
+        _num(",.0f", " ms"),
+    ),
+    Figure(
+        "commits: the same after expiring them (p50)",
+        "commits.json",
+        ("history", "after_expiry", "commit_p50_ms"),
+        _num(",.0f", " ms"),
+    ),
+    Figure(
         "storage: tenant SQL aggregate over 10M rows (p50)",
         "storage.json",
         ("sql_aggregate", "by_reason", "p50_s"),
