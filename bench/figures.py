@@ -185,7 +185,7 @@ FIGURES: tuple[Figure, ...] = (
         "commits.json",
         ("contention", 2, "duplicated_keys"),
         _num(",d"),
-        "0",
+        "must be 0",
     ),
     Figure(
         "commits: 8 writers of overlapping keys, attempts per commit (mean)",
