@@ -137,10 +137,9 @@ def append_once(
     existing keys are read from those partitions only. `time_field` names a timestamp column
     from which `key` is derived (rows with one key have one value there): the key check then
     reads only the rows in the batch's range of it, and rows are appended sorted by it. Each
-    attempt re-reads the table, so a
-    writer that loses a race to another writer of the same keys commits nothing twice, and a
-    writer whose rows were not committed by anyone keeps trying until they are; the snapshot
-    summary carries run and batch ids for the audit trail.
+    attempt re-reads the table, so a writer that loses a race to another writer of the same
+    keys commits nothing twice, and a writer whose rows were not committed by anyone keeps
+    trying until they are; the snapshot summary carries run and batch ids and the key digest.
 
     Raises:
         CommitRetriesExhaustedError: still conflicting after the configured attempts or time;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,13 @@ from pyiceberg.expressions import (
 )
 
 from whylake.lake.catalog import CatalogConfig, open_catalog
-from whylake.lake.commit import CommitConfig, CommitResult, append_once, check_scope
+from whylake.lake.commit import (
+    CommitConfig,
+    CommitResult,
+    append_once,
+    check_scope,
+    key_digest,
+)
 from whylake.lake.failpoints import POINTS as FAILPOINTS
 from whylake.lake.failpoints import Failpoints
 from whylake.schemas.arrow import strict_table
@@ -135,8 +140,6 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
         group, rows = element
         rows = sorted(rows, key=lambda r: r[self.config.key])
         table = strict_table(rows, self.config.schema)
-        # The batch id names the exact set of rows: a retry of the same group reuses it.
-        digest = hashlib.sha256("\n".join(r[self.config.key] for r in rows).encode())
         self.config.failpoints.hit("before-first-commit")
         result = append_once(
             self.catalog,
@@ -145,7 +148,9 @@ class _AppendGroupFn(beam.DoFn):  # type: ignore[misc]
             key=self.config.key,
             scope=_scope(group, self.config),
             run_id=self.config.run_id,
-            batch_id=f"{group}:{digest.hexdigest()[:16]}",
+            # Names the group's key set (the digest the commit protocol matches on): a retry of
+            # the same group reuses it.
+            batch_id=f"{group}:{key_digest(table[self.config.key])[:16]}",
             time_field=self.config.time_field,
             config=self.config.commit,
         )
