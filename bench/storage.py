@@ -324,7 +324,7 @@ def measure_commit(home: Path, partition_rows: int, repeats: int, shape: str) ->
     used = len(catalog.load_table(EXPLANATIONS).snapshots())
     # Seeded by what the table already holds: a later run commits new keys, not replays.
     rng = np.random.default_rng([partition_rows, used, SHAPES.index(shape)])
-    results = []
+    attempts = []
     for i in range(repeats + 1):  # the first is a warm-up (imports, first file system calls)
         if partition_rows:
             tenant, day = f"rows-{partition_rows}", COMMIT_DAY
@@ -368,14 +368,14 @@ def measure_commit(home: Path, partition_rows: int, repeats: int, shape: str) ->
         assert result.rows_committed == expected, result
         if i:
             times.append(elapsed)
-            results.append(result.attempts)
+            attempts.append(result.attempts)
     return {
         "partition_rows": partition_rows,
         "shape": shape,
         "batch_rows": COMMIT_ROWS,
         "rows_committed_each": expected,
         "event_time_span_s": (span[1] - span[0]) / 1e6,
-        "attempts": results,
+        "attempts": attempts,
         **_summary(times),
     }
 
